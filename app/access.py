@@ -1,0 +1,103 @@
+"""Who is calling: project tokens (proxy) and admin tokens (admin API), verified per worker.
+
+A token's first use on a worker costs Vault round trips (its public key if not cached, and
+its record: does it still exist, is it revoked, does its member still exist). After that it is
+a dict lookup until it expires or the change feed evicts it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from . import tokens
+from .slugs import SLUG_PATTERN
+from .state import Worker
+from .vault import members, project_tokens, signing
+from .vault.errors import NotFound
+
+ENVIRONMENTS = ("development", "staging", "production")
+_PROJECT_KID = re.compile(rf"({SLUG_PATTERN})/({SLUG_PATTERN})/([1-9][0-9]{{0,5}})")
+_ADMIN_KID = re.compile(r"admin/([1-9][0-9]{0,5})")
+_MEMBER_SUB = re.compile(rf"member:({SLUG_PATTERN}):([0-9a-f]{{16}})")
+_OPERATOR_SUB = re.compile(r"operator:([0-9a-f]{16})")
+
+
+def _key(worker: Worker, kid: str, load) -> object:
+    key = worker.public_keys.get(kid)
+    if key is None:
+        version = int(kid.rsplit("/", 1)[1])
+        try:
+            raw = load().get(version)
+        except NotFound:
+            raw = None
+        if raw is None:
+            raise tokens.InvalidToken("unknown key")
+        key = tokens.okp_key(raw)
+        worker.public_keys.put(kid, key)
+    return key
+
+
+def _cached(cache, token: str) -> dict | None:
+    hit = cache.get(token)
+    if hit is not None and time.time() < hit["exp"]:
+        return hit
+    return None
+
+
+def project_token(worker: Worker, token: str) -> dict:
+    """The verified claims of a project token, plus `org`, `project` and the token's origins."""
+    hit = _cached(worker.project_tokens, token)
+    if hit is not None:
+        return hit
+    header = tokens.unverified_header(token)
+    match = _PROJECT_KID.fullmatch(header["kid"])
+    if not match:
+        raise tokens.InvalidToken("kid")
+    org, project, _ = match.groups()
+    key = _key(worker, header["kid"], lambda: signing.project_public_keys(worker.vault, org, project))
+    claims = tokens.verify(
+        token, key=key, audience=tokens.PROXY_AUDIENCE, issuer=worker.config.JETPERO_ISSUER
+    )
+    if claims["sub"] != f"{org}/{project}":
+        raise tokens.InvalidToken("subject")
+    if claims.get("env") not in ENVIRONMENTS or not isinstance(claims.get("scope"), str):
+        raise tokens.InvalidToken("claims")
+    try:
+        record = project_tokens.get(worker.vault, org, project, claims["jti"])
+    except NotFound:
+        raise tokens.InvalidToken("unknown token") from None
+    if record["revoked_at"]:
+        raise tokens.InvalidToken("revoked")
+    verified = {**claims, "org": org, "project": project, "origins": record["allowed_origins"] or None}
+    worker.project_tokens.put(token, verified)
+    return verified
+
+
+def admin_token(worker: Worker, token: str) -> dict:
+    """The verified claims of an admin token whose principal still exists; adds `org`, `member`."""
+    hit = _cached(worker.admin_tokens, token)
+    if hit is not None:
+        return hit
+    header = tokens.unverified_header(token)
+    if not _ADMIN_KID.fullmatch(header["kid"]):
+        raise tokens.InvalidToken("kid")
+    key = _key(worker, header["kid"], lambda: signing.admin_public_keys(worker.vault))
+    claims = tokens.verify(token, key=key, audience=tokens.ADMIN_AUDIENCE, issuer=worker.config.JETPERO_ISSUER)
+    operator = _OPERATOR_SUB.fullmatch(claims["sub"])
+    member = _MEMBER_SUB.fullmatch(claims["sub"])
+    try:
+        if operator and claims.get("role") == "operator":
+            members.get_operator(worker.vault, operator.group(1))
+            verified = {**claims, "org": None, "member": operator.group(1)}
+        elif member and claims.get("role") in members.ROLES:
+            record = members.get(worker.vault, member.group(1), member.group(2))
+            if record["role"] != claims["role"]:
+                raise tokens.InvalidToken("role")
+            verified = {**claims, "org": member.group(1), "member": member.group(2)}
+        else:
+            raise tokens.InvalidToken("subject")
+    except NotFound:
+        raise tokens.InvalidToken("unknown principal") from None
+    worker.admin_tokens.put(token, verified)
+    return verified

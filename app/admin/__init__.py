@@ -1,0 +1,34 @@
+"""The admin REST API (flask-smorest): orgs, members, projects, providers, tokens."""
+
+from __future__ import annotations
+
+from flask_smorest import Api
+
+from ..slugs import SLUG_PATTERN, SlugConverter
+from . import members, orgs, projects, providers, tokens
+from .auth import principal
+
+BLUEPRINTS = (orgs.blp, members.blp, projects.blp, providers.blp, tokens.blp)
+
+
+def init_api(app) -> Api:
+    app.config.update(
+        API_TITLE="JetPero admin API",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api/v1",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
+        API_SPEC_OPTIONS={
+            "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWS"}}},
+            "security": [{"bearerAuth": []}],
+        },
+    )
+    api = Api(app)
+    api.register_converter(SlugConverter, lambda _: {"type": "string", "pattern": f"^{SLUG_PATTERN}$"})
+    app.url_map.converters["slug"] = SlugConverter
+    for blp in BLUEPRINTS:
+        blp.before_request(principal)  # authenticate before any input is read
+        api.register_blueprint(blp)
+    return api

@@ -1,0 +1,70 @@
+"""Projects: a child namespace of the org with its own keys and policy."""
+
+from __future__ import annotations
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from .. import tokens
+from ..vault import projects, signing
+from . import auth
+from .context import vault
+from .schemas import Jwks, Project, ProjectCreate, ProjectPatch
+
+blp = Blueprint(
+    "projects", __name__, url_prefix="/api/v1/orgs/<slug:org>/projects", description="Projects (a Vault namespace each)."
+)
+
+
+@blp.route("")
+class Projects(MethodView):
+    @blp.arguments(ProjectCreate)
+    @blp.response(201, Project)
+    def post(self, data, org):
+        """Create a project: namespace, transit keys, KV, policy (all or nothing)."""
+        auth.require("admin", org)
+        return projects.create(
+            vault(),
+            org=org,
+            slug=data["slug"],
+            display_name=data.get("display_name", data["slug"]),
+            allowed_origins=data["allowed_origins"],
+        )
+
+    @blp.response(200, Project(many=True))
+    def get(self, org):
+        """List the org's projects."""
+        auth.require("viewer", org)
+        return projects.list_all(vault(), org)
+
+
+@blp.route("/<slug:project>")
+class ProjectById(MethodView):
+    @blp.response(200, Project)
+    def get(self, org, project):
+        """Show a project."""
+        auth.require("viewer", org)
+        return projects.get(vault(), org, project)
+
+    @blp.arguments(ProjectPatch)
+    @blp.response(200, Project)
+    def patch(self, data, org, project):
+        """Change a project's display name or allowed origins."""
+        auth.require("admin", org)
+        return projects.update(vault(), org, project, data)
+
+    @blp.response(204)
+    def delete(self, org, project):
+        """Delete a project and its namespace: its keys can never be decrypted again."""
+        auth.require("admin", org)
+        projects.delete(vault(), org, project)
+
+
+@blp.route("/<slug:project>/jwks.json")
+class ProjectJwks(MethodView):
+    @blp.response(200, Jwks)
+    def get(self, org, project):
+        """Public keys that verify the project's tokens."""
+        auth.require("viewer", org)
+        keys = signing.project_public_keys(vault(), org, project)
+        return {"keys": [tokens.public_jwk(f"{org}/{project}/{v}", raw) for v, raw in sorted(keys.items())]}

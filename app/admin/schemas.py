@@ -1,0 +1,193 @@
+"""Request and response shapes of the admin API (marshmallow; the only input validation)."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from urllib.parse import urlsplit
+
+from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
+
+from ..access import ENVIRONMENTS
+from ..providers import AUTH_TYPES, TEMPLATES, key_error
+from ..slugs import slug_error
+from ..vault.members import ROLES
+
+_NAME = validate.Length(min=1, max=100)
+_HEADER_NAME = validate.Regexp(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$", error="not a valid header or parameter name")
+
+
+def _slug(value: str) -> None:
+    error = slug_error(value)
+    if error:
+        raise ValidationError(error)
+
+
+def _origin(value: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or value != f"{parts.scheme}://{parts.netloc}":
+        raise ValidationError("an origin is scheme://host[:port], nothing more (e.g. https://app.example.com)")
+    if parts.username or parts.password:
+        raise ValidationError("an origin has no user information")
+
+
+def literal_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a host names literally, in any form a resolver accepts (0x7f000001, 2130706433...)."""
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        pass
+    try:
+        return ipaddress.ip_address(socket.inet_aton(host))
+    except OSError:
+        return None
+
+
+def base_url_error(value: str, *, allow_private: bool) -> str | None:
+    """Why a provider base URL is refused (checked again at every connection by the proxy)."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return "not a valid URL"
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        return "must be an http(s) URL with a host"
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        return "must not hold user information"
+    if parts.query or parts.fragment or "?" in value or "#" in value:
+        return "must not hold a query or fragment"
+    if any(ch in value for ch in "\\\r\n\t\0 ") or "%" in parts.path or "/../" in f"{parts.path}/":
+        return "holds characters that are not allowed"
+    host = parts.hostname
+    address = literal_ip(host)
+    private = (address is not None and not address.is_global) or host == "localhost" or host.endswith(".localhost")
+    if private and not allow_private:
+        return "points at a loopback, private or link-local address"
+    if parts.scheme == "http" and not private:
+        return "must use https"
+    return None
+
+
+class OrgCreate(Schema):
+    slug = fields.String(required=True, validate=_slug)
+    display_name = fields.String(validate=_NAME)
+
+
+class Org(Schema):
+    slug = fields.String()
+    display_name = fields.String()
+    created_at = fields.String()
+
+
+class OrgDeleteArgs(Schema):
+    cascade = fields.Boolean(load_default=False)
+
+
+class MemberCreate(Schema):
+    name = fields.String(required=True, validate=_NAME)
+    role = fields.String(required=True, validate=validate.OneOf(ROLES))
+
+
+class Member(Schema):
+    id = fields.String()
+    name = fields.String()
+    role = fields.String()
+    created_at = fields.String()
+    created_by = fields.String()
+
+
+class MemberCreated(Member):
+    token = fields.String(metadata={"description": "Admin token; shown once."})
+    expires_at = fields.Integer()
+
+
+class ProjectCreate(Schema):
+    slug = fields.String(required=True, validate=_slug)
+    display_name = fields.String(validate=_NAME)
+    allowed_origins = fields.List(fields.String(validate=_origin), load_default=list, validate=validate.Length(max=50))
+
+
+class ProjectPatch(Schema):
+    display_name = fields.String(validate=_NAME)
+    allowed_origins = fields.List(fields.String(validate=_origin), validate=validate.Length(max=50))
+
+
+class Project(Schema):
+    org = fields.String()
+    slug = fields.String()
+    display_name = fields.String()
+    allowed_origins = fields.List(fields.String())
+    created_at = fields.String()
+    updated_at = fields.String()
+
+
+class ProviderPut(Schema):
+    template = fields.String(required=True, validate=validate.OneOf(sorted(TEMPLATES)))
+    api_key = fields.String(required=True, load_only=True, metadata={"description": "Write-only."})
+    base_url = fields.String(validate=validate.Length(max=2048))
+    auth_type = fields.String(validate=validate.OneOf(AUTH_TYPES))
+    auth_name = fields.String(validate=_HEADER_NAME)
+
+    @validates("api_key")
+    def _key(self, value: str, **_) -> None:
+        error = key_error(value)
+        if error:
+            raise ValidationError(error)
+
+    @validates_schema
+    def _custom(self, data: dict, **_) -> None:
+        if data.get("template") == "custom" and not data.get("base_url"):
+            raise ValidationError("a custom provider needs a base_url", "base_url")
+        if data.get("template") != "custom" and ("auth_type" in data or "auth_name" in data):
+            raise ValidationError("only a custom provider chooses how its key is sent", "auth_type")
+        if data.get("auth_type") in ("header", "query") and not data.get("auth_name"):
+            raise ValidationError("name the header or query parameter", "auth_name")
+
+
+class Provider(Schema):
+    name = fields.String()
+    template = fields.String()
+    base_url = fields.String()
+    auth_type = fields.String()
+    auth_name = fields.String(allow_none=True)
+    key_hint = fields.String(metadata={"description": "Last 4 characters of a long key, else empty."})
+    version = fields.Integer(metadata={"description": "KV version: each PUT is one (the key's history)."})
+    created_at = fields.String()
+    updated_at = fields.String()
+
+
+class TokenCreate(Schema):
+    name = fields.String(required=True, validate=_NAME)
+    environment = fields.String(required=True, validate=validate.OneOf(ENVIRONMENTS))
+    expires_in = fields.Integer(required=True, validate=validate.Range(min=60), metadata={"description": "Seconds."})
+    scope = fields.List(fields.String(validate=_slug), validate=validate.Length(min=1, max=50))
+    allowed_origins = fields.List(fields.String(validate=_origin), validate=validate.Length(max=50))
+
+
+class Token(Schema):
+    id = fields.String()
+    name = fields.String()
+    environment = fields.String()
+    scope = fields.List(fields.String(), metadata={"description": "Providers it may use; ['*']: all."})
+    allowed_origins = fields.List(fields.String(), allow_none=True)
+    created_at = fields.String()
+    expires_at = fields.Integer()
+    revoked_at = fields.String(allow_none=True)
+    created_by = fields.String()
+
+
+class TokenCreated(Token):
+    token = fields.String(metadata={"description": "The project token; shown once."})
+
+
+class Jwk(Schema):
+    kty = fields.String()
+    crv = fields.String()
+    x = fields.String()
+    kid = fields.String()
+    alg = fields.String()
+    use = fields.String()
+
+
+class Jwks(Schema):
+    keys = fields.List(fields.Nested(Jwk))

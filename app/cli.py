@@ -1,0 +1,49 @@
+"""Command-line tasks: `flask --app wsgi bootstrap` and `flask --app wsgi operator-token`."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import hvac
+from flask import Flask, current_app
+
+from . import tokens
+from .vault import members, signing
+from .vault.bootstrap import bootstrap
+from .vault.errors import VaultError
+
+
+def register(app: Flask) -> None:
+    @app.cli.command("bootstrap")
+    @click.option("--approle-file", default=None, help="Where to write the app's credentials (default: VAULT_APPROLE_FILE).")
+    def bootstrap_command(approle_file: str | None) -> None:
+        """Set Vault up for JetPero (idempotent); needs VAULT_TOKEN with admin rights."""
+        config = current_app.extensions["jetpero"].config
+        token = os.environ.get("VAULT_TOKEN")
+        if not token:
+            raise click.ClickException("VAULT_TOKEN (an admin or root token) is required to bootstrap.")
+        client = hvac.Client(url=config.VAULT_ADDR, token=token, timeout=config.VAULT_TIMEOUT)
+        for line in bootstrap(client, approle_file or config.VAULT_APPROLE_FILE):
+            click.echo(line)
+        click.echo("bootstrap complete")
+
+    @app.cli.command("operator-token")
+    @click.option("--name", default="operator", help="Who the token is for (shown in audit fields).")
+    def operator_token_command(name: str) -> None:
+        """Mint an operator admin token (every org); printed once on stdout."""
+        state = current_app.extensions["jetpero"]
+        try:
+            operator = members.add_operator(state.vault, name=name)
+            claims = tokens.standard_claims(
+                issuer=state.config.JETPERO_ISSUER,
+                subject=f"operator:{operator['id']}",
+                audience=tokens.ADMIN_AUDIENCE,
+                ttl=state.config.JETPERO_ADMIN_TOKEN_TTL,
+            )
+            claims.update(role="operator", org=None)
+            click.echo(signing.sign_admin(state.vault, claims))
+        except VaultError as exc:
+            click.echo(f"Vault refused or is unavailable ({type(exc).__name__}); is it bootstrapped?", err=True)
+            sys.exit(1)

@@ -1,0 +1,97 @@
+"""The one table from errors to HTTP, and the one JSON error shape.
+
+Every error body is `{"code": 404, "status": "Not Found", "message": "...", "request_id": "..."}`
+(plus `errors` naming the bad fields on 400/422), the shape flask-smorest uses. No body holds a
+key, a token, a Vault path or a traceback: messages come from this table, not from exceptions.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from http import HTTPStatus
+
+from flask import Flask, g, jsonify
+from werkzeug.exceptions import HTTPException
+
+from .tokens import InvalidToken
+from .vault.errors import Conflict, InvalidRequest, NotFound, PolicyDenied, Unavailable, VaultError
+
+log = logging.getLogger("jetpero.errors")
+
+RETRY_AFTER = "5"
+
+# service error -> (status, message)
+TABLE: dict[type[Exception], tuple[int, str]] = {
+    NotFound: (404, "Not found."),
+    Conflict: (409, "Conflict: it already exists or was changed concurrently; read it again and retry."),
+    Unavailable: (503, "Vault is unavailable; retry later."),
+    PolicyDenied: (500, "Internal error."),
+    InvalidRequest: (500, "Internal error."),
+    InvalidToken: (401, "Invalid or missing token."),
+}
+
+
+class ApiError(Exception):
+    """An error a view or the proxy raises on purpose, with its status and safe message."""
+
+    def __init__(self, status: int, message: str, *, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def error_response(status: int, message: str, *, errors: dict | None = None, headers: dict | None = None):
+    body = {"code": status, "status": HTTPStatus(status).phrase, "message": message}
+    if errors:
+        body["errors"] = errors
+    body["request_id"] = g.get("request_id")
+    response = jsonify(body)
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="jetpero"'
+    if status == 503:
+        response.headers["Retry-After"] = RETRY_AFTER
+    return response
+
+
+def _http(exc: HTTPException):
+    data = getattr(exc, "data", None) or {}
+    errors = data.get("messages") if isinstance(data, dict) else None
+    message = data.get("message") if isinstance(data, dict) and data.get("message") else exc.description
+    headers = {k: v for k, v in (exc.get_headers() if exc.code == 405 else []) if k == "Allow"}
+    return error_response(exc.code or 500, message or HTTPStatus(exc.code or 500).phrase, errors=errors, headers=headers)
+
+
+def _service(exc: Exception):
+    for kind, (status, message) in TABLE.items():
+        if isinstance(exc, kind):
+            if status >= 500 and status != 503:
+                log.error("service error %s", type(exc).__name__)
+            elif isinstance(exc, InvalidToken):
+                log.info("token refused: %s", exc.reason)
+            return error_response(status, message)
+    return _unexpected(exc)
+
+
+def _api(exc: ApiError):
+    return error_response(exc.status, exc.message, headers=exc.headers)
+
+
+def _unexpected(exc: Exception):
+    # Type and place only: an exception's text or traceback may quote a path or a value.
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}" if frame else "?"
+    log.error("unhandled %s at %s", type(exc).__name__, where)
+    return error_response(500, "Internal error.")
+
+
+def register(app: Flask) -> None:
+    app.register_error_handler(HTTPException, _http)
+    app.register_error_handler(VaultError, _service)
+    app.register_error_handler(InvalidToken, _service)
+    app.register_error_handler(ApiError, _api)
+    app.register_error_handler(Exception, _unexpected)

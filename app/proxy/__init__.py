@@ -1,0 +1,1 @@
+"""The proxy: token check, upstream URL, streaming forward (`views`), outgoing pool (`upstream`)."""

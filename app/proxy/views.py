@@ -1,0 +1,178 @@
+"""`ANY /proxy/<provider>/<path>`: check the project token, inject the key, stream both ways."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Blueprint, Response, current_app, g, request
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ReadTimeoutError
+from urllib3.util import Timeout
+
+from .. import access
+from ..errors import ApiError
+from ..state import Worker
+from ..tokens import InvalidToken
+from ..vault import projects, provider_keys
+from ..vault.errors import NotFound
+from . import forward
+from .upstream import BlockedAddress
+
+log = logging.getLogger("jetpero.proxy")
+
+bp = Blueprint("proxy", __name__)
+
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+ERROR_BODY_LIMIT = 1 << 20  # error bodies are read whole (to scrub them) up to this size
+CHUNK = 65536
+
+
+def _worker() -> Worker:
+    return current_app.extensions["jetpero"]
+
+
+def _ensure_fresh(worker: Worker) -> None:
+    """Fail closed when this worker cannot vouch that it has seen every revocation."""
+    if not worker.fresh():
+        worker.sync_now()  # Unavailable when Vault cannot be reached
+
+
+def _preflight(origin: str) -> Response:
+    """Answered without a token: grants nothing; the real request is checked per project."""
+    response = Response(status=204)
+    response.headers["Access-Control-Allow-Origin"] = origin
+    response.headers["Access-Control-Allow-Methods"] = ", ".join(METHODS)
+    requested = request.headers.get("Access-Control-Request-Headers", "")
+    if requested:
+        response.headers["Access-Control-Allow-Headers"] = requested[:1024]
+    response.headers["Access-Control-Max-Age"] = "600"
+    response.headers["Vary"] = "Origin"
+    return response
+
+
+def _origin_allowed(worker: Worker, claims: dict, origin: str) -> bool:
+    allowed = claims["origins"]
+    if allowed is None:
+        key = (claims["org"], claims["project"])
+        record = worker.projects.get(key)
+        if record is None:
+            record = projects.get(worker.vault, *key)
+            worker.projects.put(key, record)
+        allowed = record["allowed_origins"]
+    return origin in allowed
+
+
+def _provider(worker: Worker, claims: dict, name: str) -> tuple[dict, str]:
+    scope = claims["scope"].split()
+    if "*" not in scope and name not in scope:
+        raise ApiError(403, "This token's scope does not include that provider.")
+    key = (claims["org"], claims["project"], name)
+    hit = worker.provider_keys.get(key)
+    if hit is None:
+        try:
+            hit = provider_keys.load_with_key(worker.vault, *key)
+        except NotFound:
+            raise ApiError(404, "That provider is not configured for this project.") from None
+        worker.provider_keys.put(key, hit)
+    return hit
+
+
+def _body():
+    """The request body as urllib3 should send it: None, a sized stream, or chunks."""
+    length = request.content_length
+    if length is not None:
+        return (request.stream if length else None), False
+    if request.headers.get("Transfer-Encoding", "").lower() == "chunked":
+        stream = request.stream
+        return iter(lambda: stream.read(CHUNK), b""), True
+    return None, False
+
+
+@bp.route("/proxy/<provider>/", defaults={"path": ""}, methods=METHODS)
+@bp.route("/proxy/<provider>/<path:path>", methods=METHODS)
+def proxy(provider: str, path: str):
+    worker = _worker()
+    origin = request.headers.get("Origin")
+    if request.method == "OPTIONS" and origin and request.headers.get("Access-Control-Request-Method"):
+        return _preflight(origin)
+    token = forward.token_from(request.headers)
+    if not token:
+        raise InvalidToken("missing")
+    _ensure_fresh(worker)
+    claims = access.project_token(worker, token)
+    g.org, g.project, g.provider = claims["org"], claims["project"], provider
+    if origin and not _origin_allowed(worker, claims, origin):
+        raise ApiError(403, "This origin is not allowed for this project.")
+    record, key = _provider(worker, claims, provider)
+    try:
+        url = forward.upstream_url(record["base_url"], path, request.query_string, drop_param=record.get("auth_name"))
+    except forward.BadPath:
+        raise ApiError(400, "The path cannot be forwarded.") from None
+    headers = forward.request_headers(request.headers, extra_drop=(record.get("auth_name") or "").lower() or None)
+    url = forward.inject(headers, url, record, key)
+    body, chunked = _body()
+    if body is not None and not chunked:
+        headers["Content-Length"] = str(request.content_length)
+    config = worker.config
+    started = time.monotonic()
+    try:
+        upstream = worker.http.urlopen(
+            request.method,
+            url,
+            body=body,
+            headers=headers,
+            chunked=chunked,
+            redirect=False,
+            retries=False,
+            preload_content=False,
+            decode_content=False,
+            timeout=Timeout(connect=config.JETPERO_UPSTREAM_CONNECT_TIMEOUT, read=config.JETPERO_UPSTREAM_READ_TIMEOUT),
+        )
+    except BlockedAddress:
+        raise ApiError(502, "The provider's address is not allowed.") from None
+    except (ConnectTimeoutError, ReadTimeoutError):
+        raise ApiError(504, "The provider did not answer in time.") from None
+    except (NewConnectionError, HTTPError, OSError):
+        raise ApiError(502, "The provider could not be reached.") from None
+    g.upstream_ms = (time.monotonic() - started) * 1000
+    return _relay(upstream, key, token, origin, started + config.JETPERO_UPSTREAM_DEADLINE)
+
+
+def _relay(upstream, key: str, token: str, origin: str | None, deadline: float) -> Response:
+    if upstream.status >= 400:
+        body = upstream.read(ERROR_BODY_LIMIT, decode_content=True)
+        upstream.release_conn()
+        response = Response(
+            forward.scrub(body, [key, token]),
+            status=upstream.status,
+            headers=forward.response_headers(upstream.headers, scrubbed=True),
+        )
+    else:
+
+        def stream():
+            complete = False
+            try:
+                while time.monotonic() < deadline:
+                    chunk = upstream.read1(CHUNK)
+                    if not chunk:
+                        complete = True
+                        break
+                    yield chunk
+            except (HTTPError, OSError):
+                log.warning("upstream stream ended early")
+            finally:
+                if complete:
+                    upstream.release_conn()
+                else:
+                    upstream.close()  # client went away, deadline, or upstream failure
+
+        response = Response(
+            stream(), status=upstream.status, headers=forward.response_headers(upstream.headers, scrubbed=False)
+        )
+        if response.mimetype == "text/event-stream":
+            response.headers["X-Accel-Buffering"] = "no"
+            response.headers["Cache-Control"] = "no-cache"
+    if origin:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+    return response

@@ -1,0 +1,132 @@
+"""Per-worker state: caches for the hot path and the poller that keeps them true.
+
+Nothing here is shared between workers (each gunicorn worker builds its own after the fork).
+The poller reads the change feed every `JETPERO_SYNC_INTERVAL` seconds and evicts what a
+revocation or an edit made stale. A worker that has not heard from Vault for `stale_after`
+seconds treats Vault as unavailable: it cannot promise revocations, so the proxy fails closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from .proxy.upstream import pool_manager
+from .vault import changes
+from .vault.connection import Vault
+from .vault.errors import VaultError
+
+log = logging.getLogger("jetpero.sync")
+
+MAX_ENTRIES = 50_000  # per cache; a full cache is emptied (re-filled from Vault on demand)
+
+
+class Cache(dict):
+    """A dict that empties itself rather than grow without bound."""
+
+    def put(self, key, value) -> None:
+        if len(self) >= MAX_ENTRIES:
+            self.clear()
+        self[key] = value
+
+    def evict(self, predicate) -> None:
+        for key in [key for key, value in list(self.items()) if predicate(key, value)]:
+            self.pop(key, None)
+
+
+class Worker:
+    def __init__(self, *, vault: Vault, config):
+        self.vault = vault
+        vault.on_change = self.apply
+        self.config = config
+        self.interval: float = config.JETPERO_SYNC_INTERVAL
+        self.stale_after: float = max(2.0, 3 * self.interval)
+        # token value -> verified claims (+ org/project/origins); kid -> OKPKey;
+        # (org, project, provider) -> (record, key); (org, project) -> project record
+        self.project_tokens = Cache()
+        self.admin_tokens = Cache()
+        self.public_keys = Cache()
+        self.provider_keys = Cache()
+        self.projects = Cache()
+        self.readiness: tuple[float, dict] | None = None  # (when, body) of the last /readyz check
+        self._seq: int | None = None
+        self._last_sync = float("-inf")
+        self.http = pool_manager(
+            allow_private=config.JETPERO_ALLOW_PRIVATE_UPSTREAMS, ca_bundle=config.JETPERO_UPSTREAM_CA_BUNDLE
+        )
+        self._sync_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- freshness ------------------------------------------------------------------------
+    def fresh(self) -> bool:
+        return time.monotonic() - self._last_sync <= self.stale_after
+
+    def sync_once(self) -> None:
+        seq, events = changes.read(self.vault)
+        if self._seq is not None and seq > self._seq:
+            oldest = events[0]["seq"] if events else seq + 1
+            if oldest > self._seq + 1:
+                self.clear()  # fell further behind than the feed keeps
+            else:
+                for event in events:
+                    if event["seq"] > self._seq:
+                        self.apply(event)
+        self._seq = seq
+        self._last_sync = time.monotonic()
+
+    def sync_now(self) -> None:
+        """Sync unless another caller just did (one Vault read however many requests wait)."""
+        with self._sync_lock:
+            if not self.fresh():
+                self.sync_once()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sync_once()
+            except VaultError:
+                log.warning("change feed unreachable")
+            except Exception:  # noqa: BLE001 - the poller must survive anything
+                log.exception("change feed poll failed")
+            self._stop.wait(self.interval)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="jetpero-sync", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    # -- eviction -------------------------------------------------------------------------
+    def clear(self) -> None:
+        for cache in (self.project_tokens, self.admin_tokens, self.public_keys, self.provider_keys, self.projects):
+            cache.clear()
+
+    def apply(self, event: dict) -> None:
+        """Evict what one change made stale (also called at once by the worker that made it)."""
+        kind, org, project = event.get("kind"), event.get("org"), event.get("project")
+
+        def in_project(value: dict) -> bool:
+            return value.get("org") == org and (project is None or value.get("project") == project)
+
+        if kind == "token-revoked":
+            self.project_tokens.evict(lambda _, v: v["jti"] == event.get("token"))
+        elif kind == "provider-changed":
+            self.provider_keys.pop((org, project, event.get("provider")), None)
+        elif kind == "project-updated":
+            self.projects.pop((org, project), None)
+            self.project_tokens.evict(lambda _, v: in_project(v))
+        elif kind in ("project-deleted", "org-deleted"):
+            self.project_tokens.evict(lambda _, v: in_project(v))
+            self.provider_keys.evict(lambda k, _: k[0] == org and (project is None or k[1] == project))
+            self.projects.evict(lambda k, _: k[0] == org and (project is None or k[1] == project))
+            prefix = f"{org}/{project}/" if project else f"{org}/"
+            self.public_keys.evict(lambda k, _: k.startswith(prefix))
+            self.admin_tokens.evict(lambda _, v: kind == "org-deleted" and v.get("org") == org)
+        elif kind == "member-removed":
+            self.admin_tokens.evict(lambda _, v: v.get("member") == event.get("member"))

@@ -1,0 +1,39 @@
+"""The change feed: one KV record every worker polls to learn of revocations and edits.
+
+Each change is `{"seq": n, "kind": ..., **fields}`. Writers append with check-and-set (so
+concurrent writers never lose an event); readers apply what is newer than what they saw. Only
+the last `KEEP` events are kept: a reader further behind than that drops all its caches.
+"""
+
+from __future__ import annotations
+
+from . import kv
+from .connection import Vault
+from .errors import Conflict
+
+MOUNT = "jetpero-kv"
+PATH = "changes"
+KEEP = 500
+_ATTEMPTS = 20
+
+
+def read(vault: Vault) -> tuple[int, list[dict]]:
+    """(latest seq, retained events), (0, []) before the first change."""
+    data, _ = vault.app(lambda c: kv.read_or_empty(c, MOUNT, PATH))
+    return int(data.get("seq", 0)), list(data.get("events", []))
+
+
+def publish(vault: Vault, kind: str, **fields: str) -> int:
+    """Append one event; return its seq."""
+    for _ in range(_ATTEMPTS):
+        data, version = vault.app(lambda c: kv.read_or_empty(c, MOUNT, PATH))
+        seq = int(data.get("seq", 0)) + 1
+        events = [*data.get("events", []), {"seq": seq, "kind": kind, **fields}][-KEEP:]
+        try:
+            vault.app(lambda c: kv.write(c, MOUNT, PATH, {"seq": seq, "events": events}, cas=version))
+        except Conflict:
+            continue
+        if vault.on_change is not None:
+            vault.on_change(events[-1])  # the worker that made the change applies it at once
+        return seq
+    raise Conflict()

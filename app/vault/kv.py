@@ -1,0 +1,51 @@
+"""KV v2 records: JSON documents with check-and-set writes."""
+
+from __future__ import annotations
+
+import hvac
+from hvac.exceptions import InvalidPath
+
+
+def read(client: hvac.Client, mount: str, path: str) -> tuple[dict, int]:
+    """Return (data, version) of the latest version; NotFound when absent or deleted."""
+    response = client.secrets.kv.v2.read_secret_version(path=path, mount_point=mount, raise_on_deleted_version=True)
+    data = response["data"]
+    return data["data"], int(data["metadata"]["version"])
+
+
+def read_or_empty(client: hvac.Client, mount: str, path: str) -> tuple[dict, int]:
+    """Like `read`, but ({}, 0) when the record does not exist (0 is the CAS for "create")."""
+    try:
+        return read(client, mount, path)
+    except InvalidPath:
+        return {}, 0
+
+
+def write(client: hvac.Client, mount: str, path: str, data: dict, *, cas: int) -> int:
+    """Write a new version only if the current one is `cas` (0: must not exist yet)."""
+    response = client.secrets.kv.v2.create_or_update_secret(path=path, secret=data, cas=cas, mount_point=mount)
+    return int(response["data"]["version"])
+
+
+def history(client: hvac.Client, mount: str, path: str) -> dict:
+    """The record's metadata: versions with their times (no data)."""
+    return client.secrets.kv.v2.read_secret_metadata(path=path, mount_point=mount)["data"]
+
+
+def delete(client: hvac.Client, mount: str, path: str) -> None:
+    """Remove the record and every version of it."""
+    client.secrets.kv.v2.delete_metadata_and_all_versions(path=path, mount_point=mount)
+
+
+def keys(client: hvac.Client, mount: str, path: str) -> list[str]:
+    """Names under a folder, [] when there are none."""
+    try:
+        return list(client.secrets.kv.v2.list_secrets(path=path, mount_point=mount)["data"]["keys"])
+    except InvalidPath:  # an empty folder is a 404 in Vault
+        return []
+
+
+def enable(client: hvac.Client, path: str, description: str) -> None:
+    client.sys.enable_secrets_engine(
+        backend_type="kv", path=path, options={"version": "2"}, description=description
+    )

@@ -1,0 +1,44 @@
+"""Tokens signed in Vault: admin tokens by JetPero's key, project tokens by the project's key."""
+
+from __future__ import annotations
+
+from .. import tokens
+from . import transit
+from .connection import Vault
+from .projects import SIGNING_KEY, TRANSIT
+
+ADMIN_MOUNT = "jetpero-transit"
+ADMIN_KEY = "admin"
+
+
+def sign_admin(vault: Vault, claims: dict) -> str:
+    version = max(vault.app(lambda c: transit.public_keys(c, ADMIN_MOUNT, ADMIN_KEY)))
+    return tokens.issue(
+        kid=f"admin/{version}",
+        claims=claims,
+        sign=lambda message: vault.app(lambda c: transit.sign(c, ADMIN_MOUNT, ADMIN_KEY, message, version=version)),
+    )
+
+
+def sign_project(vault: Vault, org: str, project: str, claims: dict) -> str:
+    version = max(vault.project(org, project, lambda c: transit.public_keys(c, TRANSIT, SIGNING_KEY)))
+    return tokens.issue(
+        kid=f"{org}/{project}/{version}",
+        claims=claims,
+        sign=lambda message: vault.project(
+            org, project, lambda c: transit.sign(c, TRANSIT, SIGNING_KEY, message, version=version)
+        ),
+    )
+
+
+def admin_public_keys(vault: Vault) -> dict[int, bytes]:
+    return vault.app(lambda c: transit.public_keys(c, ADMIN_MOUNT, ADMIN_KEY))
+
+
+def project_public_keys(vault: Vault, org: str, project: str) -> dict[int, bytes]:
+    return vault.project(org, project, lambda c: transit.public_keys(c, TRANSIT, SIGNING_KEY))
+
+
+def probe(vault: Vault) -> None:
+    """One real transit round trip, for readiness (Vault refuses it when its audit log fails)."""
+    vault.app(lambda c: transit.sign(c, ADMIN_MOUNT, ADMIN_KEY, b"jetpero-readiness-probe"))

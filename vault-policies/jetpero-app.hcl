@@ -1,0 +1,66 @@
+# jetpero-app: the JetPero service's own (provisioner) identity, in the root namespace.
+# It manages lifecycle only: org and project namespaces, their mounts, keys and policies,
+# org-level records, and the minting of project-scoped tokens. It never reads a provider
+# key: everything inside a project runs under that project's `jetpero-project` policy.
+
+# JetPero's own records (change feed, org registry, operators) and admin-token signing key.
+path "jetpero-kv/*" {
+  capabilities = ["create", "read", "update", "delete", "list"]
+}
+path "jetpero-transit/sign/admin" {
+  capabilities = ["update"]
+}
+path "jetpero-transit/keys/admin" {
+  capabilities = ["read"]
+}
+
+# Org namespaces (children of the root namespace).
+path "sys/namespaces/*" {
+  capabilities = ["create", "read", "update", "delete", "list"]
+}
+path "sys/namespaces" {
+  capabilities = ["list"]
+}
+
+# Inside an org: project namespaces, the org's own KV mount and its records.
+path "+/sys/namespaces/*" {
+  capabilities = ["create", "read", "update", "delete", "list"]
+}
+path "+/sys/namespaces" {
+  capabilities = ["list"]
+}
+path "+/sys/mounts/jetpero" {
+  capabilities = ["create", "read", "update"]
+}
+path "+/jetpero/*" {
+  capabilities = ["create", "read", "update", "delete", "list"]
+}
+
+# Inside a project: its two mounts, its two keys, its policy and token role.
+path "+/+/sys/mounts/transit" {
+  capabilities = ["create", "read", "update"]
+}
+path "+/+/sys/mounts/kv" {
+  capabilities = ["create", "read", "update"]
+}
+path "+/+/transit/keys/provider-keys" {
+  capabilities = ["create", "update"]
+}
+path "+/+/transit/keys/token-signing" {
+  capabilities = ["create", "update"]
+}
+path "+/+/sys/policies/acl/jetpero-project" {
+  capabilities = ["create", "read", "update"]
+}
+path "+/+/auth/token/roles/jetpero-project" {
+  capabilities = ["create", "read", "update"]
+}
+# Minting a token in a child namespace needs sudo; the role caps it to jetpero-project.
+path "+/+/auth/token/create/jetpero-project" {
+  capabilities = ["create", "update", "sudo"]
+}
+
+# Its own token.
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}
