@@ -6,7 +6,7 @@ from flask_smorest import Api
 
 from ..slugs import SLUG_PATTERN, SlugConverter
 from . import members, orgs, projects, providers, tokens
-from .auth import principal
+from .auth import authenticate
 
 BLUEPRINTS = (orgs.blp, members.blp, projects.blp, providers.blp, tokens.blp)
 
@@ -29,6 +29,6 @@ def init_api(app) -> Api:
     api.register_converter(SlugConverter, lambda _: {"type": "string", "pattern": f"^{SLUG_PATTERN}$"})
     app.url_map.converters["slug"] = SlugConverter
     for blp in BLUEPRINTS:
-        blp.before_request(principal)  # authenticate before any input is read
+        blp.before_request(authenticate)  # authenticate before any input is read
         api.register_blueprint(blp)
     return api

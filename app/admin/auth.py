@@ -26,6 +26,11 @@ def principal() -> dict:
     return g.principal
 
 
+def authenticate() -> None:
+    """before_request hook: a missing or bad admin token is a 401 before any input is read."""
+    principal()
+
+
 def require(minimum: str, org: str | None = None) -> dict:
     """The caller, if their role is at least `minimum` (in `org`, unless they are an operator)."""
     who = principal()
