@@ -43,10 +43,6 @@ def _positive_int(value: str) -> int:
     return number
 
 
-def _origins(value: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in value.split(",") if item.strip())
-
-
 @dataclass(frozen=True)
 class Variable:
     name: str
@@ -67,18 +63,54 @@ class Config:
             "JSON file with the app's AppRole `role_id` and `secret_id` (written by `flask bootstrap`).",
         ),
         Variable("VAULT_CACERT", "", _str, "CA bundle used to verify Vault's TLS certificate (empty: system CAs)."),
-        Variable("VAULT_TIMEOUT", "5", _positive_float, "Seconds before a Vault call is abandoned (the API then answers 503)."),
+        Variable(
+            "VAULT_TIMEOUT",
+            "5",
+            _positive_float,
+            "Seconds before a Vault call is abandoned (the API then answers 503).",
+        ),
         Variable("JETPERO_ISSUER", "jetpero", _str, "`iss` claim of every token JetPero signs."),
-        Variable("JETPERO_MAX_TOKEN_TTL", "7776000", _positive_int, "Longest project-token lifetime in seconds (90 days)."),
-        Variable("JETPERO_ADMIN_TOKEN_TTL", "2592000", _positive_int, "Lifetime in seconds of member and operator admin tokens (30 days)."),
-        Variable("JETPERO_SYNC_INTERVAL", "1", _positive_float, "Seconds between each worker's poll of the change feed (revocation bound)."),
-        Variable("JETPERO_ALLOW_PRIVATE_UPSTREAMS", "false", _bool, "Allow provider base URLs on loopback, private or link-local addresses."),
+        Variable(
+            "JETPERO_MAX_TOKEN_TTL", "7776000", _positive_int, "Longest project-token lifetime in seconds (90 days)."
+        ),
+        Variable(
+            "JETPERO_ADMIN_TOKEN_TTL",
+            "2592000",
+            _positive_int,
+            "Lifetime in seconds of member and operator admin tokens (30 days).",
+        ),
+        Variable(
+            "JETPERO_SYNC_INTERVAL",
+            "1",
+            _positive_float,
+            "Seconds between each worker's poll of the change feed (revocation bound).",
+        ),
+        Variable(
+            "JETPERO_ALLOW_PRIVATE_UPSTREAMS",
+            "false",
+            _bool,
+            "Allow provider base URLs on loopback, private or link-local addresses.",
+        ),
         Variable("JETPERO_UPSTREAM_CONNECT_TIMEOUT", "10", _positive_float, "Seconds to connect to a provider."),
-        Variable("JETPERO_UPSTREAM_READ_TIMEOUT", "120", _positive_float, "Seconds of upstream silence before a proxied call fails (504)."),
-        Variable("JETPERO_UPSTREAM_DEADLINE", "600", _positive_float, "Longest total duration in seconds of one proxied call, streams included."),
+        Variable(
+            "JETPERO_UPSTREAM_READ_TIMEOUT",
+            "120",
+            _positive_float,
+            "Seconds of upstream silence before a proxied call fails (504).",
+        ),
+        Variable(
+            "JETPERO_UPSTREAM_DEADLINE",
+            "600",
+            _positive_float,
+            "Longest total duration in seconds of one proxied call, streams included.",
+        ),
         Variable("JETPERO_UPSTREAM_CA_BUNDLE", "", _str, "CA bundle for provider TLS (empty: certifi's)."),
-        Variable("JETPERO_METRICS_TOKEN", "", _str, "Bearer token that /metrics requires; empty: /metrics answers only on loopback."),
+        Variable(
+            "JETPERO_METRICS_TOKEN", "", _str, "Bearer token that /metrics requires; empty: /metrics is off (404)."
+        ),
         Variable("JETPERO_LOG_LEVEL", "INFO", _str, "Log level of the JSON logs."),
+        Variable("JETPERO_BIND", "127.0.0.1:8000", _str, "Address gunicorn listens on."),
+        Variable("JETPERO_WORKERS", "2", _positive_int, "gunicorn worker processes (gevent workers)."),
     )
 
     def __init__(self, values: dict[str, object]):

@@ -15,7 +15,7 @@ from .state import Worker
 from .vault.connection import Vault
 
 
-def create_app(config: Config | None = None, *, start_sync: bool = True) -> Flask:
+def create_app(config: Config | None = None) -> Flask:
     """The one wiring point: config, per-worker state, blueprints, error handlers, CLI."""
     config = config or Config.from_env()
     app = Flask(__name__, static_folder=None)
@@ -32,6 +32,7 @@ def create_app(config: Config | None = None, *, start_sync: bool = True) -> Flas
     @app.before_request
     def _request_id() -> None:
         g.request_id = uuid.uuid4().hex
+        worker.start()  # the change-feed poller, once per worker, after the fork
 
     @app.after_request
     def _stamp(response):
@@ -43,6 +44,4 @@ def create_app(config: Config | None = None, *, start_sync: bool = True) -> Flas
     app.register_blueprint(proxy_bp)
     app.register_blueprint(health.bp)
     cli.register(app)
-    if start_sync:
-        worker.start()
     return app

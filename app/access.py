@@ -56,9 +56,7 @@ def project_token(worker: Worker, token: str) -> dict:
         raise tokens.InvalidToken("kid")
     org, project, _ = match.groups()
     key = _key(worker, header["kid"], lambda: signing.project_public_keys(worker.vault, org, project))
-    claims = tokens.verify(
-        token, key=key, audience=tokens.PROXY_AUDIENCE, issuer=worker.config.JETPERO_ISSUER
-    )
+    claims = tokens.verify(token, key=key, audience=tokens.PROXY_AUDIENCE, issuer=worker.config.JETPERO_ISSUER)
     if claims["sub"] != f"{org}/{project}":
         raise tokens.InvalidToken("subject")
     if claims.get("env") not in ENVIRONMENTS or not isinstance(claims.get("scope"), str):

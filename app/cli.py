@@ -17,7 +17,9 @@ from .vault.errors import VaultError
 
 def register(app: Flask) -> None:
     @app.cli.command("bootstrap")
-    @click.option("--approle-file", default=None, help="Where to write the app's credentials (default: VAULT_APPROLE_FILE).")
+    @click.option(
+        "--approle-file", default=None, help="Where to write the app's credentials (default: VAULT_APPROLE_FILE)."
+    )
     def bootstrap_command(approle_file: str | None) -> None:
         """Set Vault up for JetPero (idempotent); needs VAULT_TOKEN with admin rights."""
         config = current_app.extensions["jetpero"].config

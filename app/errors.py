@@ -63,7 +63,9 @@ def _http(exc: HTTPException):
     errors = data.get("messages") if isinstance(data, dict) else None
     message = data.get("message") if isinstance(data, dict) and data.get("message") else exc.description
     headers = {k: v for k, v in (exc.get_headers() if exc.code == 405 else []) if k == "Allow"}
-    return error_response(exc.code or 500, message or HTTPStatus(exc.code or 500).phrase, errors=errors, headers=headers)
+    return error_response(
+        exc.code or 500, message or HTTPStatus(exc.code or 500).phrase, errors=errors, headers=headers
+    )
 
 
 def _service(exc: Exception):

@@ -38,7 +38,9 @@ def _check(worker) -> dict:
     checks = {"vault": "unreachable", "transit": "not checked", "change_feed": "fresh" if worker.fresh() else "stale"}
     try:
         health = worker.vault.health()
-        checks["vault"] = "sealed" if health.get("sealed") else "unsealed" if health.get("initialized") else "uninitialised"
+        checks["vault"] = (
+            "sealed" if health.get("sealed") else "unsealed" if health.get("initialized") else "uninitialised"
+        )
         if checks["vault"] == "unsealed":
             signing.probe(worker.vault)
             checks["transit"] = "ok"

@@ -87,7 +87,14 @@ def okp_key(raw_public_key: bytes) -> OKPKey:
 
 
 def public_jwk(kid: str, raw_public_key: bytes) -> dict:
-    return {"kty": "OKP", "crv": "Ed25519", "x": urlsafe_b64encode(raw_public_key).decode(), "kid": kid, "alg": ALGORITHM, "use": "sig"}
+    return {
+        "kty": "OKP",
+        "crv": "Ed25519",
+        "x": urlsafe_b64encode(raw_public_key).decode(),
+        "kid": kid,
+        "alg": ALGORITHM,
+        "use": "sig",
+    }
 
 
 def _int_claim(claims: dict, name: str) -> int:

@@ -20,7 +20,10 @@ def mint_admin_token(*, subject: str, role: str, org: str | None) -> dict:
     """An admin token for a principal; the value is returned here and never stored."""
     config = worker().config
     claims = tokens.standard_claims(
-        issuer=config.JETPERO_ISSUER, subject=subject, audience=tokens.ADMIN_AUDIENCE, ttl=config.JETPERO_ADMIN_TOKEN_TTL
+        issuer=config.JETPERO_ISSUER,
+        subject=subject,
+        audience=tokens.ADMIN_AUDIENCE,
+        ttl=config.JETPERO_ADMIN_TOKEN_TTL,
     )
     claims.update(role=role, org=org)
     return {"token": signing.sign_admin(vault(), claims), "expires_at": claims["exp"]}

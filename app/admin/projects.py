@@ -12,7 +12,10 @@ from .context import vault
 from .schemas import Jwks, Project, ProjectCreate, ProjectPatch
 
 blp = Blueprint(
-    "projects", __name__, url_prefix="/api/v1/orgs/<slug:org>/projects", description="Projects (a Vault namespace each)."
+    "projects",
+    __name__,
+    url_prefix="/api/v1/orgs/<slug:org>/projects",
+    description="Projects (a Vault namespace each).",
 )
 
 

@@ -43,7 +43,9 @@ def _guarded(base: type[HTTPConnection], allow_private: bool) -> type[HTTPConnec
 
 def pool_manager(*, allow_private: bool, ca_bundle: str = "", maxsize: int = 100) -> urllib3.PoolManager:
     """A PoolManager whose every connection passes the address guard."""
-    http_pool = type("GuardedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": _guarded(HTTPConnection, allow_private)})
+    http_pool = type(
+        "GuardedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": _guarded(HTTPConnection, allow_private)}
+    )
     https_pool = type(
         "GuardedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": _guarded(HTTPSConnection, allow_private)}
     )

@@ -29,8 +29,9 @@ def publish(vault: Vault, kind: str, **fields: str) -> int:
         data, version = vault.app(lambda c: kv.read_or_empty(c, MOUNT, PATH))
         seq = int(data.get("seq", 0)) + 1
         events = [*data.get("events", []), {"seq": seq, "kind": kind, **fields}][-KEEP:]
+        record = {"seq": seq, "events": events}
         try:
-            vault.app(lambda c: kv.write(c, MOUNT, PATH, {"seq": seq, "events": events}, cas=version))
+            vault.app(lambda c, record=record, version=version: kv.write(c, MOUNT, PATH, record, cas=version))
         except Conflict:
             continue
         if vault.on_change is not None:

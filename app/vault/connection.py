@@ -22,7 +22,7 @@ from .errors import Conflict, InvalidRequest, NotFound, PolicyDenied, Unavailabl
 
 T = TypeVar("T")
 
-PROJECT_TOKEN_ROLE = "jetpero-project"
+PROJECT_TOKEN_ROLE = "jetpero-project"  # noqa: S105 - a role name
 PROJECT_TOKEN_TTL = 3600  # seconds; re-minted when 80% of it is gone
 _RENEW_FRACTION = 0.8
 

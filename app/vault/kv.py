@@ -46,6 +46,4 @@ def keys(client: hvac.Client, mount: str, path: str) -> list[str]:
 
 
 def enable(client: hvac.Client, path: str, description: str) -> None:
-    client.sys.enable_secrets_engine(
-        backend_type="kv", path=path, options={"version": "2"}, description=description
-    )
+    client.sys.enable_secrets_engine(backend_type="kv", path=path, options={"version": "2"}, description=description)

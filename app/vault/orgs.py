@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from . import changes, kv, namespaces
 from .connection import Vault
 from .errors import Conflict, NotFound, VaultError
+
+log = logging.getLogger("jetpero.vault")
 
 REGISTRY = "jetpero-kv"
 ORG_MOUNT = "jetpero"  # KV v2 mount inside each org namespace: members, project registry
@@ -84,7 +87,8 @@ def delete_namespace(vault: Vault, parent: str | None, name: str) -> None:
 
 
 def quietly(fn) -> None:
+    """Best-effort rollback step; the error that caused the rollback is the one re-raised."""
     try:
         fn()
-    except Exception:  # noqa: BLE001 - best-effort rollback; the first error is re-raised
-        pass
+    except Exception as exc:  # noqa: BLE001
+        log.warning("rollback step failed: %s", type(exc).__name__)

@@ -7,7 +7,16 @@ from .connection import Vault
 from .orgs import now, quietly
 from .projects import KV
 
-PUBLIC_FIELDS = ("name", "environment", "scope", "allowed_origins", "created_at", "expires_at", "revoked_at", "created_by")
+PUBLIC_FIELDS = (
+    "name",
+    "environment",
+    "scope",
+    "allowed_origins",
+    "created_at",
+    "expires_at",
+    "revoked_at",
+    "created_by",
+)
 
 
 def _public(token_id: str, data: dict) -> dict:

@@ -55,7 +55,12 @@ def create(vault: Vault, *, org: str, slug: str, display_name: str, allowed_orig
     """All or nothing: on any failure the namespace and the record are removed again."""
     orgs.get(vault, org)
     stamp = orgs.now()
-    record = {"display_name": display_name, "allowed_origins": allowed_origins, "created_at": stamp, "updated_at": stamp}
+    record = {
+        "display_name": display_name,
+        "allowed_origins": allowed_origins,
+        "created_at": stamp,
+        "updated_at": stamp,
+    }
     vault.app(lambda c: kv.write(c, orgs.ORG_MOUNT, _path(slug), record, cas=0), namespace=org)
     created_namespace = False
     try:

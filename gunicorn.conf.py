@@ -1,0 +1,25 @@
+"""gunicorn settings: gevent workers (streams need them), no preload, no access log.
+
+JetPero writes its own JSON line per request (without query strings); gunicorn's access
+log would record raw request lines, where a Gemini-style `?key=` could appear.
+"""
+
+from config import Config, ConfigError
+
+try:
+    _config = Config.from_env()
+except ConfigError as exc:
+    raise SystemExit(f"jetpero: configuration error: {exc}") from None
+
+bind = _config.JETPERO_BIND
+workers = _config.JETPERO_WORKERS
+worker_class = "gevent"
+worker_connections = 4000
+preload_app = False  # connections opened before the fork would be shared between workers
+accesslog = None
+errorlog = "-"
+loglevel = "warning"
+timeout = 30
+graceful_timeout = 10
+keepalive = 75
+limit_request_line = 8190
