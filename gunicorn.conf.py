@@ -4,6 +4,9 @@ JetPero writes its own JSON line per request (without query strings); gunicorn's
 log would record raw request lines, where a Gemini-style `?key=` could appear.
 """
 
+import os
+import tempfile
+
 from config import Config, ConfigError
 
 try:
@@ -23,3 +26,14 @@ timeout = 30
 graceful_timeout = 10
 keepalive = 75
 limit_request_line = 8190
+
+# Prometheus multiprocess mode: every worker writes its metrics to files in one directory,
+# which /metrics on any worker aggregates. A fresh directory per master start.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="jetpero-metrics-")
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
-
-from flask import Flask, g
+from flask import Flask
 
 from config import Config
 
-from . import cli, errors, health
+from . import cli, errors, health, observability
 from .admin import init_api
 from .proxy.views import bp as proxy_bp
 from .state import Worker
@@ -29,16 +27,11 @@ def create_app(config: Config | None = None) -> Flask:
     worker = Worker(vault=vault, config=config)
     app.extensions["jetpero"] = worker
 
-    @app.before_request
-    def _request_id() -> None:
-        g.request_id = uuid.uuid4().hex
-        worker.start()  # the change-feed poller, once per worker, after the fork
-
-    @app.after_request
-    def _stamp(response):
-        response.headers["X-Request-Id"] = g.get("request_id", "")
-        return response
-
+    vault.observer = observability.vault_observer
+    worker.observe_caches(observability.cache_observer)
+    observability.configure_logging(config.JETPERO_LOG_LEVEL)
+    observability.init_app(app)
+    app.before_request(worker.start)  # the change-feed poller, once per worker, after the fork
     errors.register(app)
     init_api(app)
     app.register_blueprint(proxy_bp)

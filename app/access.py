@@ -24,7 +24,7 @@ _OPERATOR_SUB = re.compile(r"operator:([0-9a-f]{16})")
 
 
 def _key(worker: Worker, kid: str, load) -> object:
-    key = worker.public_keys.get(kid)
+    key = worker.public_keys.lookup(kid)
     if key is None:
         version = int(kid.rsplit("/", 1)[1])
         try:
@@ -39,7 +39,7 @@ def _key(worker: Worker, kid: str, load) -> object:
 
 
 def _cached(cache, token: str) -> dict | None:
-    hit = cache.get(token)
+    hit = cache.lookup(token)
     if hit is not None and time.time() < hit["exp"]:
         return hit
     return None

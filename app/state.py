@@ -23,7 +23,18 @@ MAX_ENTRIES = 50_000  # per cache; a full cache is emptied (re-filled from Vault
 
 
 class Cache(dict):
-    """A dict that empties itself rather than grow without bound."""
+    """A dict that empties itself rather than grow without bound, and counts its hits."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name = name
+        self.observer = None  # (name, hit) -> None
+
+    def lookup(self, key):
+        value = self.get(key)
+        if self.observer is not None:
+            self.observer(self.name, value is not None)
+        return value
 
     def put(self, key, value) -> None:
         if len(self) >= MAX_ENTRIES:
@@ -44,11 +55,11 @@ class Worker:
         self.stale_after: float = max(2.0, 3 * self.interval)
         # token value -> verified claims (+ org/project/origins); kid -> OKPKey;
         # (org, project, provider) -> (record, key); (org, project) -> project record
-        self.project_tokens = Cache()
-        self.admin_tokens = Cache()
-        self.public_keys = Cache()
-        self.provider_keys = Cache()
-        self.projects = Cache()
+        self.project_tokens = Cache("project_tokens")
+        self.admin_tokens = Cache("admin_tokens")
+        self.public_keys = Cache("public_keys")
+        self.provider_keys = Cache("provider_keys")
+        self.projects = Cache("projects")
         self.readiness: tuple[float, dict] | None = None  # (when, body) of the last /readyz check
         self._seq: int | None = None
         self._last_sync = float("-inf")
@@ -102,9 +113,16 @@ class Worker:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
+    def caches(self) -> tuple[Cache, ...]:
+        return (self.project_tokens, self.admin_tokens, self.public_keys, self.provider_keys, self.projects)
+
+    def observe_caches(self, observer) -> None:
+        for cache in self.caches():
+            cache.observer = observer
+
     # -- eviction -------------------------------------------------------------------------
     def clear(self) -> None:
-        for cache in (self.project_tokens, self.admin_tokens, self.public_keys, self.provider_keys, self.projects):
+        for cache in self.caches():
             cache.clear()
 
     def apply(self, event: dict) -> None:

@@ -54,7 +54,7 @@ def _origin_allowed(worker: Worker, claims: dict, origin: str) -> bool:
     allowed = claims["origins"]
     if allowed is None:
         key = (claims["org"], claims["project"])
-        record = worker.projects.get(key)
+        record = worker.projects.lookup(key)
         if record is None:
             record = projects.get(worker.vault, *key)
             worker.projects.put(key, record)
@@ -67,7 +67,7 @@ def _provider(worker: Worker, claims: dict, name: str) -> tuple[dict, str]:
     if "*" not in scope and name not in scope:
         raise ApiError(403, "This token's scope does not include that provider.")
     key = (claims["org"], claims["project"], name)
-    hit = worker.provider_keys.get(key)
+    hit = worker.provider_keys.lookup(key)
     if hit is None:
         try:
             hit = provider_keys.load_with_key(worker.vault, *key)

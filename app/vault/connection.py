@@ -63,6 +63,7 @@ class Vault:
         self._app_token: tuple[str, float] | None = None
         self._project_tokens: dict[tuple[str, str], tuple[str, float]] = {}
         self.on_change: Callable[[dict], None] | None = None  # set by the worker's state
+        self.observer: Callable[[str, float, str | None], None] | None = None  # (identity, seconds, error)
 
     # -- clients -------------------------------------------------------------------------
     def _client(self, token: str | None, namespace: str | None) -> hvac.Client:
@@ -118,7 +119,18 @@ class Vault:
             self._project_tokens.pop((org, project), None)
 
     # -- running calls -------------------------------------------------------------------
-    def _run(self, make: Callable[[bool], hvac.Client], fn: Callable[[hvac.Client], T]) -> T:
+    def _run(self, identity: str, make: Callable[[bool], hvac.Client], fn: Callable[[hvac.Client], T]) -> T:
+        started, error = time.perf_counter(), None
+        try:
+            return self._attempt(make, fn)
+        except Exception as exc:
+            error = type(exc).__name__
+            raise
+        finally:
+            if self.observer is not None:
+                self.observer(identity, time.perf_counter() - started, error)
+
+    def _attempt(self, make: Callable[[bool], hvac.Client], fn: Callable[[hvac.Client], T]) -> T:
         for attempt in (0, 1):
             try:
                 return fn(make(attempt == 1))
@@ -135,11 +147,11 @@ class Vault:
 
     def app(self, fn: Callable[[hvac.Client], T], *, namespace: str | None = None) -> T:
         """Run `fn` with the app's own (provisioner) identity, optionally in a namespace."""
-        return self._run(lambda fresh: self._app_client(namespace, fresh), fn)
+        return self._run("app", lambda fresh: self._app_client(namespace, fresh), fn)
 
     def project(self, org: str, project: str, fn: Callable[[hvac.Client], T]) -> T:
         """Run `fn` with the project-scoped token, inside the project's namespace."""
-        return self._run(lambda fresh: self._project_client(org, project, fresh), fn)
+        return self._run("project", lambda fresh: self._project_client(org, project, fresh), fn)
 
     def health(self) -> dict:
         """Vault's own health endpoint (unauthenticated)."""

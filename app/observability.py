@@ -1,0 +1,133 @@
+"""JSON logs (one line per request) and Prometheus metrics.
+
+The request line names the route template (`/proxy/<provider>/<path:path>`), never the raw
+path or query string, so a key or token put in a URL by a client cannot reach the logs.
+Metrics use prometheus_client; under gunicorn they aggregate across workers through its
+multiprocess mode (`PROMETHEUS_MULTIPROC_DIR`, set by gunicorn.conf.py).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import sys
+import time
+import uuid
+
+from flask import Flask, Response, abort, current_app, g, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from pythonjsonlogger.json import JsonFormatter
+
+log = logging.getLogger("jetpero.request")
+
+REQUESTS = Counter("jetpero_requests_total", "Requests answered.", ["surface", "provider", "status"])
+PROXY_SECONDS = Histogram("jetpero_proxy_duration_seconds", "Whole proxied calls, to the last byte.", ["provider"])
+UPSTREAM_SECONDS = Histogram(
+    "jetpero_upstream_duration_seconds", "Time until the provider's response headers.", ["provider"]
+)
+VAULT_SECONDS = Histogram("jetpero_vault_call_duration_seconds", "Vault calls.", ["identity"])
+VAULT_ERRORS = Counter("jetpero_vault_errors_total", "Vault calls that failed.", ["identity", "error"])
+CACHE = Counter("jetpero_cache_lookups_total", "Per-worker cache lookups.", ["cache", "result"])
+ACTIVE_STREAMS = Gauge("jetpero_active_streams", "Proxied responses being relayed.", multiprocess_mode="livesum")
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter(
+            "%(asctime)s %(levelname)s %(name)s %(message)s",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def vault_observer(identity: str, seconds: float, error: str | None) -> None:
+    VAULT_SECONDS.labels(identity).observe(seconds)
+    if error:
+        VAULT_ERRORS.labels(identity, error).inc()
+
+
+def cache_observer(cache: str, hit: bool) -> None:
+    CACHE.labels(cache, "hit" if hit else "miss").inc()
+
+
+def _surface() -> str:
+    path = request.path
+    if path.startswith("/proxy/"):
+        return "proxy"
+    if path.startswith("/api/"):
+        return "admin"
+    return "ops"
+
+
+def _after(response: Response) -> Response:
+    started = g.get("started")
+    route = request.url_rule.rule if request.url_rule is not None else None
+    surface = _surface()
+    provider = g.get("provider")
+    fields = {
+        "request_id": g.get("request_id"),
+        "method": request.method,
+        "route": route,
+        "org": g.get("org"),
+        "project": g.get("project"),
+        "provider": provider,
+        "status": response.status_code,
+        "upstream_ms": round(g.upstream_ms, 2) if "upstream_ms" in g else None,
+    }
+    streaming = surface == "proxy" and response.is_streamed
+    if streaming:
+        ACTIVE_STREAMS.inc()
+
+    def done() -> None:
+        seconds = time.perf_counter() - started
+        if streaming:
+            ACTIVE_STREAMS.dec()
+        REQUESTS.labels(surface, provider or "", str(fields["status"])).inc()
+        if surface == "proxy" and provider and fields["upstream_ms"] is not None:
+            PROXY_SECONDS.labels(provider).observe(seconds)
+            UPSTREAM_SECONDS.labels(provider).observe(fields["upstream_ms"] / 1000)
+        log.info("request", extra={**fields, "duration_ms": round(seconds * 1000, 2)})
+
+    response.call_on_close(done)
+    response.headers["X-Request-Id"] = fields["request_id"] or ""
+    return response
+
+
+def metrics() -> Response:
+    """Prometheus text format; off (404) unless JETPERO_METRICS_TOKEN is set and presented."""
+    expected = current_app.extensions["jetpero"].config.JETPERO_METRICS_TOKEN
+    presented = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    if not expected:
+        abort(404)
+    if not hmac.compare_digest(presented.encode(), expected.encode()):
+        abort(401)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+def init_app(app: Flask) -> None:
+    @app.before_request
+    def _start() -> None:
+        g.started = time.perf_counter()
+        g.request_id = uuid.uuid4().hex
+
+    app.after_request(_after)
+    app.add_url_rule("/metrics", "metrics", metrics)
