@@ -32,8 +32,8 @@ def create_app(config: Config | None = None) -> Flask:
     observability.configure_logging(config.JETPERO_LOG_LEVEL)
     observability.init_app(app)
     app.before_request(worker.start)  # the change-feed poller, once per worker, after the fork
-    errors.register(app)
     init_api(app)
+    errors.register(app)  # after flask-smorest, whose own HTTPException handler it replaces
     app.register_blueprint(proxy_bp)
     app.register_blueprint(health.bp)
     cli.register(app)

@@ -11,11 +11,18 @@ from flask import Flask, current_app
 
 from . import tokens
 from .vault import members, signing
-from .vault.bootstrap import bootstrap
+from .vault.bootstrap import OPERATOR_POLICY, bootstrap
 from .vault.errors import VaultError
 
 
 def register(app: Flask) -> None:
+    def admin_client() -> hvac.Client:
+        config = current_app.extensions["jetpero"].config
+        token = os.environ.get("VAULT_TOKEN")
+        if not token:
+            raise click.ClickException("VAULT_TOKEN (an admin or root token) is required for this command.")
+        return hvac.Client(url=config.VAULT_ADDR, token=token, timeout=config.VAULT_TIMEOUT)
+
     @app.cli.command("bootstrap")
     @click.option(
         "--approle-file", default=None, help="Where to write the app's credentials (default: VAULT_APPROLE_FILE)."
@@ -23,11 +30,7 @@ def register(app: Flask) -> None:
     def bootstrap_command(approle_file: str | None) -> None:
         """Set Vault up for JetPero (idempotent); needs VAULT_TOKEN with admin rights."""
         config = current_app.extensions["jetpero"].config
-        token = os.environ.get("VAULT_TOKEN")
-        if not token:
-            raise click.ClickException("VAULT_TOKEN (an admin or root token) is required to bootstrap.")
-        client = hvac.Client(url=config.VAULT_ADDR, token=token, timeout=config.VAULT_TIMEOUT)
-        for line in bootstrap(client, approle_file or config.VAULT_APPROLE_FILE):
+        for line in bootstrap(admin_client(), approle_file or config.VAULT_APPROLE_FILE):
             click.echo(line)
         click.echo("bootstrap complete")
 
@@ -49,3 +52,12 @@ def register(app: Flask) -> None:
         except VaultError as exc:
             click.echo(f"Vault refused or is unavailable ({type(exc).__name__}); is it bootstrapped?", err=True)
             sys.exit(1)
+
+    @app.cli.command("operator-vault-token")
+    @click.option("--ttl", default="8h", help="Lifetime of the token (Vault duration).")
+    def operator_vault_token_command(ttl: str) -> None:
+        """Mint a Vault token for the UI: browse every org and project, never decrypt (needs VAULT_TOKEN)."""
+        auth = admin_client().auth.token.create(
+            policies=[OPERATOR_POLICY], ttl=ttl, no_default_policy=False, display_name="jetpero-operator"
+        )["auth"]
+        click.echo(auth["client_token"])

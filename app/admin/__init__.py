@@ -9,6 +9,8 @@ from . import members, orgs, projects, providers, tokens
 from .auth import authenticate
 
 BLUEPRINTS = (orgs.blp, members.blp, projects.blp, providers.blp, tokens.blp)
+for _blp in BLUEPRINTS:
+    _blp.before_request(authenticate)  # once, at import: a bad admin token is a 401 before any input is read
 
 
 def init_api(app) -> Api:
@@ -31,6 +33,5 @@ def init_api(app) -> Api:
     api.register_converter(SlugConverter, lambda _: {"type": "string", "pattern": f"^{SLUG_PATTERN}$"})
     app.url_map.converters["slug"] = SlugConverter
     for blp in BLUEPRINTS:
-        blp.before_request(authenticate)  # authenticate before any input is read
         api.register_blueprint(blp)
     return api

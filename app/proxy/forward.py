@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote_plus, urlsplit
 
 from werkzeug.http import is_hop_by_hop_header
 
@@ -84,7 +84,7 @@ def upstream_url(base_url: str, path: str, query: bytes, drop_param: str | None 
         if any(ord(ch) < 0x21 or ord(ch) == 0x7F or ch == "#" for ch in text):
             raise BadPath("invalid query string")
         if drop_param:
-            text = "&".join(p for p in text.split("&") if p.split("=", 1)[0] != drop_param)
+            text = "&".join(p for p in text.split("&") if unquote_plus(p.split("=", 1)[0]) != drop_param)
         if text:
             url = f"{url}?{text}"
     base, final = urlsplit(base_url), urlsplit(url)

@@ -11,6 +11,7 @@ from urllib3.util import Timeout
 
 from .. import access
 from ..errors import ApiError
+from ..slugs import is_slug
 from ..state import Worker
 from ..tokens import InvalidToken
 from ..vault import projects, provider_keys
@@ -66,6 +67,8 @@ def _provider(worker: Worker, claims: dict, name: str) -> tuple[dict, str]:
     scope = claims["scope"].split()
     if "*" not in scope and name not in scope:
         raise ApiError(403, "This token's scope does not include that provider.")
+    if not is_slug(name):  # never a Vault path segment unless it is a provider name
+        raise ApiError(404, "That provider is not configured for this project.")
     key = (claims["org"], claims["project"], name)
     hit = worker.provider_keys.lookup(key)
     if hit is None:
@@ -130,9 +133,11 @@ def proxy(provider: str, path: str):
         )
     except BlockedAddress:
         raise ApiError(502, "The provider's address is not allowed.") from None
+    except NewConnectionError:  # a subclass of ConnectTimeoutError, but refused/unresolvable: 502
+        raise ApiError(502, "The provider could not be reached.") from None
     except (ConnectTimeoutError, ReadTimeoutError):
         raise ApiError(504, "The provider did not answer in time.") from None
-    except (NewConnectionError, HTTPError, OSError):
+    except (HTTPError, OSError):
         raise ApiError(502, "The provider could not be reached.") from None
     g.upstream_ms = (time.monotonic() - started) * 1000
     return _relay(upstream, key, token, origin, started + config.JETPERO_UPSTREAM_DEADLINE)

@@ -27,6 +27,7 @@ def get(vault: Vault, org: str, member_id: str) -> dict:
 
 
 def list_all(vault: Vault, org: str) -> list[dict]:
+    orgs.get(vault, org)  # an unknown org is NotFound, not an empty list
     ids = vault.app(lambda c: kv.keys(c, orgs.ORG_MOUNT, "members"), namespace=org)
     return [get(vault, org, member_id) for member_id in sorted(ids)]
 

@@ -1,0 +1,125 @@
+"""How bench.run starts JetPero as the third target.
+
+``start_jetpero(upstream_url)`` starts a throw-away OpenBao (dev mode), bootstraps it, starts
+JetPero under gunicorn with the same worker settings as the floor (``-k gevent -w 2``, via
+gunicorn.conf.py), creates an org, a project, an `openai`-template provider whose base URL is
+the bench upstream (on loopback, so private upstreams are allowed here) and a project token,
+then returns ``(base_url, headers, stop_fn)``. ``stop_fn`` stops everything it started, by PID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import hvac
+
+from app.vault.bootstrap import bootstrap
+from tools import openbao
+
+ROOT = Path(__file__).resolve().parents[1]
+FAKE_KEY = "sk-bench-FAKE-KEY-0000000000000000"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _call(method: str, url: str, token: str, body: dict | None = None) -> dict:
+    request = urllib.request.Request(
+        url,
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or b"{}")
+
+
+def _wait_ready(url: str, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"JetPero did not become ready at {url}")
+
+
+def start_jetpero(upstream_url: str) -> tuple[str, dict[str, str], Callable[[], None]]:
+    workdir = Path(tempfile.mkdtemp(prefix="jetpero-bench-"))
+    bao_port, app_port = _free_port(), _free_port()
+    root_token = secrets.token_hex(16)
+    bao = openbao.start_dev(bao_port, root_token, workdir / "bao.log")
+    processes: list = [bao]
+    logs: list = []
+
+    def stop() -> None:
+        for process in reversed(processes):
+            openbao.stop(process)
+        processes.clear()
+        for handle in logs:
+            handle.close()
+        logs.clear()
+
+    try:
+        approle = str(workdir / "approle.json")
+        bootstrap(hvac.Client(url=openbao.address(bao_port), token=root_token), approle)
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))},
+            "VAULT_ADDR": openbao.address(bao_port),
+            "VAULT_APPROLE_FILE": approle,
+            "JETPERO_ALLOW_PRIVATE_UPSTREAMS": "true",
+            "JETPERO_BIND": f"127.0.0.1:{app_port}",
+            "JETPERO_WORKERS": "2",
+        }
+        operator = subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "wsgi", "operator-token", "--name", "bench"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        logs.append(open(workdir / "gunicorn.log", "wb"))  # closed by stop()
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+                cwd=ROOT,
+                env=env,
+                stdout=logs[-1],
+                stderr=subprocess.STDOUT,
+            )
+        )
+        base = f"http://127.0.0.1:{app_port}"
+        _wait_ready(f"{base}/healthz", time.monotonic() + 30)
+        api = f"{base}/api/v1"
+        _call("POST", f"{api}/orgs", operator, {"slug": "bench"})
+        _call("POST", f"{api}/orgs/bench/projects", operator, {"slug": "bench.co"})
+        project = f"{api}/orgs/bench/projects/bench.co"
+        _call(
+            "PUT",
+            f"{project}/providers/openai",
+            operator,
+            {"template": "openai", "api_key": FAKE_KEY, "base_url": upstream_url},
+        )
+        token = _call(
+            "POST", f"{project}/tokens", operator, {"name": "bench", "environment": "development", "expires_in": 3600}
+        )["token"]
+    except BaseException:
+        stop()
+        raise
+    return f"{base}/proxy/openai", {"Authorization": f"Bearer {token}"}, stop
