@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run stop test lint audit bench clean
+.PHONY: install run stop test lint compose-check audit bench clean
 
 install: $(STAMP)
 
@@ -23,7 +23,11 @@ stop:
 lint: install
 	$(BIN)/ruff check .
 
-test: lint
+compose-check:
+	@if command -v docker-compose >/dev/null; then docker-compose -f docker-compose.yml config -q && echo "docker-compose.yml is valid"; \
+	else echo "docker-compose not installed: compose file not validated (apt-get install docker-compose)"; fi
+
+test: lint compose-check
 	$(BIN)/pytest
 
 audit: install
