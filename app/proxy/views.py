@@ -129,7 +129,11 @@ def proxy(provider: str, path: str):
             retries=False,
             preload_content=False,
             decode_content=False,
-            timeout=Timeout(connect=config.JETPERO_UPSTREAM_CONNECT_TIMEOUT, read=config.JETPERO_UPSTREAM_READ_TIMEOUT),
+            timeout=Timeout(
+                connect=config.JETPERO_UPSTREAM_CONNECT_TIMEOUT,
+                read=config.JETPERO_UPSTREAM_READ_TIMEOUT,
+                total=config.JETPERO_UPSTREAM_DEADLINE,  # waiting for the answer counts too
+            ),
         )
     except BlockedAddress:
         raise ApiError(502, "The provider's address is not allowed.") from None
@@ -140,10 +144,11 @@ def proxy(provider: str, path: str):
     except (HTTPError, OSError):
         raise ApiError(502, "The provider could not be reached.") from None
     g.upstream_ms = (time.monotonic() - started) * 1000
-    return _relay(upstream, key, token, origin, started + config.JETPERO_UPSTREAM_DEADLINE)
+    deadline = started + config.JETPERO_UPSTREAM_DEADLINE
+    return _relay(upstream, key, token, origin, deadline, config.JETPERO_UPSTREAM_READ_TIMEOUT)
 
 
-def _relay(upstream, key: str, token: str, origin: str | None, deadline: float) -> Response:
+def _relay(upstream, key: str, token: str, origin: str | None, deadline: float, read_timeout: float) -> Response:
     if upstream.status >= 400:
         body = upstream.read(ERROR_BODY_LIMIT, decode_content=True)
         upstream.release_conn()
@@ -157,7 +162,8 @@ def _relay(upstream, key: str, token: str, origin: str | None, deadline: float) 
         def stream():
             complete = False
             try:
-                while time.monotonic() < deadline:
+                while (left := deadline - time.monotonic()) > 0:
+                    upstream.connection.sock.settimeout(min(read_timeout, left))  # silence ends at the deadline
                     chunk = upstream.read1(CHUNK)
                     if not chunk:
                         complete = True
