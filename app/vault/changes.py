@@ -3,9 +3,14 @@
 Each change is `{"seq": n, "kind": ..., **fields}`. Writers append with check-and-set (so
 concurrent writers never lose an event); readers apply what is newer than what they saw. Only
 the last `KEEP` events are kept: a reader further behind than that drops all its caches.
+The events are stored as one JSON string: OpenBao refuses a request body holding more than
+1000 JSON strings (its listener's `max_request_json_strings`), which a list of events passes
+after ~110 of them.
 """
 
 from __future__ import annotations
+
+import json
 
 from . import kv
 from .connection import Vault
@@ -20,7 +25,12 @@ _ATTEMPTS = 20
 def read(vault: Vault) -> tuple[int, list[dict]]:
     """(latest seq, retained events), (0, []) before the first change."""
     data, _ = vault.app(lambda c: kv.read_or_empty(c, MOUNT, PATH))
-    return int(data.get("seq", 0)), list(data.get("events", []))
+    return int(data.get("seq", 0)), _events(data)
+
+
+def _events(data: dict) -> list[dict]:
+    events = data.get("events", [])
+    return json.loads(events) if isinstance(events, str) else list(events)  # older records hold a list
 
 
 def publish(vault: Vault, kind: str, **fields: str) -> int:
@@ -28,8 +38,8 @@ def publish(vault: Vault, kind: str, **fields: str) -> int:
     for _ in range(_ATTEMPTS):
         data, version = vault.app(lambda c: kv.read_or_empty(c, MOUNT, PATH))
         seq = int(data.get("seq", 0)) + 1
-        events = [*data.get("events", []), {"seq": seq, "kind": kind, **fields}][-KEEP:]
-        record = {"seq": seq, "events": events}
+        events = [*_events(data), {"seq": seq, "kind": kind, **fields}][-KEEP:]
+        record = {"seq": seq, "events": json.dumps(events, separators=(",", ":"))}
         try:
             vault.app(lambda c, record=record, version=version: kv.write(c, MOUNT, PATH, record, cas=version))
         except Conflict:
