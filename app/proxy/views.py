@@ -148,9 +148,23 @@ def proxy(provider: str, path: str):
     return _relay(upstream, key, token, origin, deadline, config.JETPERO_UPSTREAM_READ_TIMEOUT)
 
 
+def _limit_silence(upstream, seconds: float) -> None:
+    """The next read waits at most `seconds` (no socket once the whole body has been read)."""
+    sock = getattr(upstream.connection, "sock", None)
+    if sock is not None:
+        sock.settimeout(seconds)
+
+
 def _relay(upstream, key: str, token: str, origin: str | None, deadline: float, read_timeout: float) -> Response:
     if upstream.status >= 400:
-        body = upstream.read(ERROR_BODY_LIMIT, decode_content=True)
+        try:
+            body = upstream.read(ERROR_BODY_LIMIT, decode_content=True)
+        except ReadTimeoutError:
+            upstream.close()
+            raise ApiError(504, "The provider did not answer in time.") from None
+        except (HTTPError, OSError):  # cut short or undecodable
+            upstream.close()
+            raise ApiError(502, "The provider could not be reached.") from None
         upstream.release_conn()
         response = Response(
             forward.scrub(body, [key, token]),
@@ -163,7 +177,7 @@ def _relay(upstream, key: str, token: str, origin: str | None, deadline: float, 
             complete = False
             try:
                 while (left := deadline - time.monotonic()) > 0:
-                    upstream.connection.sock.settimeout(min(read_timeout, left))  # silence ends at the deadline
+                    _limit_silence(upstream, min(read_timeout, left))
                     chunk = upstream.read1(CHUNK)
                     if not chunk:
                         complete = True

@@ -1,0 +1,111 @@
+"""Shared helpers for the data-plane tests: projects set up through the admin API, forged JWS.
+
+Forging: the tests hold Vault's root token, so they can have a project's own transit key sign
+whatever header and claims they build (`Signer`). A claim-level attack signed that way fails
+only because of the claim, never because of the signature.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+
+from app.vault import transit
+from tests.conftest import Api, unique
+
+UNIFORM_401 = {"code": 401, "status": "Unauthorized", "message": "Invalid or missing token."}
+
+
+@dataclass(frozen=True)
+class Project:
+    org: str
+    slug: str
+
+    @property
+    def path(self) -> str:
+        return f"/orgs/{self.org}/projects/{self.slug}"
+
+    @property
+    def namespace(self) -> str:
+        return f"{self.org}/{self.slug}"
+
+
+def create_org(api: Api) -> str:
+    slug = unique("org")
+    response = api.post("/orgs", json={"slug": slug})
+    assert response.status_code == 201, response.json
+    return slug
+
+
+def create_project(
+    api: Api, org: str | None = None, origins: tuple[str, ...] = ("https://app.example.com",)
+) -> Project:
+    org = org or create_org(api)
+    slug = unique("proj") + ".co"
+    response = api.post(f"/orgs/{org}/projects", json={"slug": slug, "allowed_origins": list(origins)})
+    assert response.status_code == 201, response.json
+    return Project(org, slug)
+
+
+def put_provider(api: Api, project: Project, name: str, **body) -> dict:
+    response = api.put(f"{project.path}/providers/{name}", json=body)
+    assert response.status_code == 200, response.json
+    return response.json
+
+
+def issue_token(api: Api, project: Project, **body) -> dict:
+    body = {"name": "t", "environment": "development", "expires_in": 3600, **body}
+    response = api.post(f"{project.path}/tokens", json=body)
+    assert response.status_code == 201, response.json
+    return response.json
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64json(value) -> str:
+    return b64(json.dumps(value, separators=(",", ":")).encode())
+
+
+def unb64(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def parts(token: str) -> tuple[dict, dict, bytes]:
+    """(header, claims, signature) of a compact JWS, unverified."""
+    header, claims, signature = token.split(".")
+    return json.loads(unb64(header)), json.loads(unb64(claims)), unb64(signature)
+
+
+class Signer:
+    """Signs with a real transit key through the root token (what only Vault's admin can do)."""
+
+    def __init__(self, bao, namespace: str | None, mount: str = "transit", key: str = "token-signing"):
+        self.client = bao.root(namespace)
+        self.mount, self.key = mount, key
+
+    def __call__(self, message: bytes) -> bytes:
+        return transit.sign(self.client, self.mount, self.key, message)
+
+
+def forge(header: dict, claims: dict | bytes, sign) -> str:
+    """A compact JWS with exactly this header and payload, signed by `sign` (or unsigned: None)."""
+    payload = b64(claims) if isinstance(claims, bytes) else b64json(claims)
+    signing_input = f"{b64json(header)}.{payload}"
+    signature = b64(sign(signing_input.encode())) if sign else ""
+    return f"{signing_input}.{signature}"
+
+
+def assert_uniform_401(response) -> None:
+    """The one 401 every bad token gets: same status, same body (but the request id), a challenge."""
+    assert response.status_code == 401, (response.status_code, response.get_data(as_text=True)[:300])
+    body = response.get_json()
+    assert set(body) == {*UNIFORM_401, "request_id"}, body
+    assert {k: body[k] for k in UNIFORM_401} == UNIFORM_401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")

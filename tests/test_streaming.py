@@ -1,0 +1,173 @@
+"""Streaming both ways through the served configuration: gunicorn with gevent workers.
+
+Tokens and providers are made through the in-process app's admin API (same Vault); the proxied
+calls go over real sockets to gunicorn, whose config bounds every call to `DEADLINE` seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+
+import openai
+import pytest
+import requests
+import urllib3
+
+from tests.conftest import FAKE_KEY
+from tests.helpers import bearer
+from tests.servers import Gunicorn
+from tests.upstream import OPENAI_TEXT
+
+DEADLINE = 2.0
+READ_TIMEOUT = 5.0
+
+
+@pytest.fixture(scope="module")
+def served(bao, approle_file, tmp_path_factory):
+    env = {
+        "VAULT_ADDR": bao.addr,
+        "VAULT_APPROLE_FILE": approle_file,
+        "VAULT_TIMEOUT": "2",
+        "JETPERO_ALLOW_PRIVATE_UPSTREAMS": "true",
+        "JETPERO_SYNC_INTERVAL": "0.5",
+        "JETPERO_UPSTREAM_READ_TIMEOUT": str(READ_TIMEOUT),
+        "JETPERO_UPSTREAM_DEADLINE": str(DEADLINE),
+        "JETPERO_LOG_LEVEL": "WARNING",
+    }
+    server = Gunicorn(env, tmp_path_factory.mktemp("gunicorn") / "gunicorn.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def http():
+    manager = urllib3.PoolManager(retries=False)
+    yield manager
+    manager.clear()
+
+
+def _events(response, limit: float = 10.0) -> list[tuple[float, bytes]]:
+    """(arrival time, bytes) of each read as the client gets it."""
+    start, arrivals = time.monotonic(), []
+    while time.monotonic() - start < limit:
+        chunk = response.read1(65536)
+        if not chunk:
+            break
+        arrivals.append((time.monotonic(), chunk))
+    return arrivals
+
+
+def test_sse_events_reach_the_client_as_they_are_sent(served, http, provider, project_token, upstream):
+    started = time.monotonic()
+    response = http.request(
+        "GET",
+        f"{served.url}/proxy/openai/v1/drip?count=4&interval=0.3",
+        headers=bearer(project_token),
+        preload_content=False,
+    )
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    assert response.headers["X-Accel-Buffering"] == "no"
+    assert "no-cache" in response.headers["Cache-Control"]
+    arrivals = _events(response)
+    body = b"".join(chunk for _, chunk in arrivals)
+    assert body == b"".join(b"data: %d\n\n" % n for n in range(4))
+    first = next(t for t, chunk in arrivals if b"data: 0" in chunk) - started
+    last = next(t for t, chunk in arrivals if b"data: 3" in chunk) - started
+    assert last >= 0.85  # the upstream sent the last event ~0.9 s in
+    assert first < 0.5 and last - first >= 0.8, (first, last)  # the first was relayed long before
+
+
+def test_client_disconnect_closes_the_upstream(served, http, provider, project_token, upstream):
+    response = http.request(
+        "GET",
+        f"{served.url}/proxy/openai/v1/drip?count=200&interval=0.05",
+        headers=bearer(project_token),
+        preload_content=False,
+    )
+    assert b"data: 0" in response.read1(65536)
+    response.connection.sock.close()  # the client goes away mid-stream
+    response.release_conn()
+    assert upstream.wait_for(lambda: upstream.closed_streams >= 1, timeout=5)
+
+
+def test_deadline_bounds_an_endless_stream(served, http, provider, project_token, upstream):
+    started = time.monotonic()
+    response = http.request(
+        "GET",
+        f"{served.url}/proxy/openai/v1/drip?count=100000&interval=0.05",
+        headers=bearer(project_token),
+        preload_content=False,
+    )
+    arrivals = _events(response, limit=DEADLINE + 5)
+    took = time.monotonic() - started
+    assert arrivals and DEADLINE - 0.5 <= took <= DEADLINE + 1.0, took
+    assert upstream.wait_for(lambda: upstream.closed_streams >= 1, timeout=3)
+
+
+def test_deadline_bounds_a_stream_gone_silent(served, http, provider, project_token, upstream):
+    """Events every 1.5 s: the wait for the third, shorter than the read timeout, overruns the deadline."""
+    started = time.monotonic()
+    response = http.request(
+        "GET",
+        f"{served.url}/proxy/openai/v1/drip?count=3&interval=1.5",
+        headers=bearer(project_token),
+        preload_content=False,
+    )
+    body = b"".join(chunk for _, chunk in _events(response, limit=READ_TIMEOUT * 3))
+    took = time.monotonic() - started
+    assert b"data: 1" in body and b"data: 2" not in body
+    assert took <= DEADLINE + 0.6, took
+
+
+def test_deadline_bounds_a_slow_answer(served, http, provider, project_token, upstream):
+    started = time.monotonic()
+    response = http.request(
+        "GET", f"{served.url}/proxy/openai/v1/slow?seconds={READ_TIMEOUT - 1}", headers=bearer(project_token)
+    )
+    took = time.monotonic() - started
+    assert response.status == 504
+    assert took <= DEADLINE + 1.0, took
+
+
+def _upload(served, token: str, body) -> requests.Response:
+    return requests.post(
+        f"{served.url}/proxy/openai/v1/files",
+        data=body,
+        headers={**bearer(token), "Content-Type": "application/octet-stream"},
+        timeout=30,
+    )
+
+
+def test_chunked_request_body_is_forwarded_intact(served, provider, project_token, upstream):
+    payload = os.urandom(6 * 1024 * 1024 + 123)
+
+    def pieces():
+        view = memoryview(payload)
+        for offset in range(0, len(payload), 256 * 1024):
+            yield bytes(view[offset : offset + 256 * 1024])
+
+    response = _upload(served, project_token, pieces())  # a generator: Transfer-Encoding: chunked
+    assert response.status_code == 200, response.text
+    assert response.json()["body_len"] == len(payload)
+    seen = upstream.requests[-1]
+    assert hashlib.sha256(seen.body).digest() == hashlib.sha256(payload).digest()
+    assert seen.header("authorization") == f"Bearer {FAKE_KEY}"
+
+
+def test_sized_request_body_is_forwarded_intact(served, provider, project_token, upstream):
+    payload = os.urandom(5 * 1024 * 1024)
+    response = _upload(served, project_token, payload)
+    assert response.status_code == 200 and response.json()["body_len"] == len(payload)
+    seen = upstream.requests[-1]
+    assert seen.header("content-length") == str(len(payload))
+    assert hashlib.sha256(seen.body).digest() == hashlib.sha256(payload).digest()
+
+
+def test_openai_sdk_stream_through_gunicorn(served, provider, project_token, upstream):
+    client = openai.OpenAI(base_url=f"{served.url}/proxy/openai/v1", api_key=project_token, max_retries=0)
+    stream = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "".join(OPENAI_TEXT)
+    assert upstream.requests[-1].header("authorization") == f"Bearer {FAKE_KEY}"
