@@ -12,6 +12,8 @@ import logging
 import threading
 import time
 
+from urllib3.util import Timeout
+
 from .proxy.upstream import pool_manager
 from .vault import changes
 from .vault.connection import Vault
@@ -65,6 +67,11 @@ class Worker:
         self._last_sync = float("-inf")
         self.http = pool_manager(
             allow_private=config.JETPERO_ALLOW_PRIVATE_UPSTREAMS, ca_bundle=config.JETPERO_UPSTREAM_CA_BUNDLE
+        )
+        self.upstream_timeout = Timeout(
+            connect=config.JETPERO_UPSTREAM_CONNECT_TIMEOUT,
+            read=config.JETPERO_UPSTREAM_READ_TIMEOUT,
+            total=config.JETPERO_UPSTREAM_DEADLINE,  # waiting for the answer counts too
         )
         self._sync_lock = threading.Lock()
         self._stop = threading.Event()

@@ -6,14 +6,14 @@ import json
 import logging
 
 import pytest
-from pythonjsonlogger.json import JsonFormatter
 
 from app import create_app
+from app.observability import JsonLines
 from tests.conftest import FAKE_KEY, make_config
 
 
 def _lines(caplog) -> list[str]:
-    formatter = JsonFormatter("%(levelname)s %(name)s %(message)s")
+    formatter = JsonLines()
     return [formatter.format(record) for record in caplog.records]
 
 

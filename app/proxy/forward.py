@@ -42,7 +42,6 @@ _DROP_RESPONSE = frozenset(
         "openai-project",
         "anthropic-organization-id",
         "x-organization-id",
-        "content-length",
         "transfer-encoding",
     }
 )
@@ -132,7 +131,7 @@ def response_headers(upstream_headers, *, scrubbed: bool) -> list[tuple[str, str
         lower = name.lower()
         if lower in _DROP_RESPONSE or is_hop_by_hop_header(lower) or lower.startswith("access-control-"):
             continue
-        if scrubbed and lower == "content-encoding":
+        if scrubbed and lower in ("content-encoding", "content-length"):  # the body was decoded and changed
             continue
         out.append((name, value))
     return out

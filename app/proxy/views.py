@@ -7,7 +7,6 @@ import time
 
 from flask import Blueprint, Response, current_app, g, request
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ReadTimeoutError
-from urllib3.util import Timeout
 
 from .. import access
 from ..errors import ApiError
@@ -26,6 +25,7 @@ bp = Blueprint("proxy", __name__)
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 ERROR_BODY_LIMIT = 1 << 20  # error bodies are read whole (to scrub them) up to this size
 CHUNK = 65536
+SMALL_BODY = 65536  # request bodies up to this size are read at once; larger ones stream
 
 
 def _worker() -> Worker:
@@ -81,10 +81,12 @@ def _provider(worker: Worker, claims: dict, name: str) -> tuple[dict, str]:
 
 
 def _body():
-    """The request body as urllib3 should send it: None, a sized stream, or chunks."""
+    """The request body as urllib3 should send it: None, bytes (small), a sized stream, or chunks."""
     length = request.content_length
     if length is not None:
-        return (request.stream if length else None), False
+        if length <= SMALL_BODY:  # one send with the headers instead of two
+            return (request.stream.read(length) if length else None), False
+        return request.stream, False
     if request.headers.get("Transfer-Encoding", "").lower() == "chunked":
         stream = request.stream
         return iter(lambda: stream.read(CHUNK), b""), True
@@ -116,7 +118,6 @@ def proxy(provider: str, path: str):
     body, chunked = _body()
     if body is not None and not chunked:
         headers["Content-Length"] = str(request.content_length)
-    config = worker.config
     started = time.monotonic()
     try:
         upstream = worker.http.urlopen(
@@ -129,11 +130,7 @@ def proxy(provider: str, path: str):
             retries=False,
             preload_content=False,
             decode_content=False,
-            timeout=Timeout(
-                connect=config.JETPERO_UPSTREAM_CONNECT_TIMEOUT,
-                read=config.JETPERO_UPSTREAM_READ_TIMEOUT,
-                total=config.JETPERO_UPSTREAM_DEADLINE,  # waiting for the answer counts too
-            ),
+            timeout=worker.upstream_timeout,
         )
     except BlockedAddress:
         raise ApiError(502, "The provider's address is not allowed.") from None
@@ -144,6 +141,7 @@ def proxy(provider: str, path: str):
     except (HTTPError, OSError):
         raise ApiError(502, "The provider could not be reached.") from None
     g.upstream_ms = (time.monotonic() - started) * 1000
+    config = worker.config
     deadline = started + config.JETPERO_UPSTREAM_DEADLINE
     return _relay(upstream, key, token, origin, deadline, config.JETPERO_UPSTREAM_READ_TIMEOUT)
 
