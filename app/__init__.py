@@ -29,7 +29,7 @@ def create_app(config: Config | None = None) -> Flask:
 
     vault.observer = observability.vault_observer
     worker.observe_caches(observability.cache_observer)
-    observability.configure_logging(config.JETPERO_LOG_LEVEL)
+    worker.on_tick.append(observability.configure_logging(config.JETPERO_LOG_LEVEL).drain)
     observability.init_app(app)
     app.before_request(worker.start)  # the change-feed poller, once per worker, after the fork
     init_api(app)

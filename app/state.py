@@ -62,6 +62,7 @@ class Worker:
         self.public_keys = Cache("public_keys")
         self.provider_keys = Cache("provider_keys")
         self.projects = Cache("projects")
+        self.on_tick: list = []  # called after each poll (e.g. flushing buffered logs)
         self.readiness: tuple[float, dict] | None = None  # (when, body) of the last /readyz check
         self._seq: int | None = None
         self._last_sync = float("-inf")
@@ -106,8 +107,10 @@ class Worker:
                 self.sync_once()
             except VaultError:
                 log.warning("change feed unreachable")
-            except Exception:  # noqa: BLE001 - the poller must survive anything
-                log.exception("change feed poll failed")
+            except Exception as exc:  # noqa: BLE001 - the poller must survive anything
+                log.error("change feed poll failed: %s", type(exc).__name__)
+            for hook in self.on_tick:
+                hook()
             self._stop.wait(self.interval)
 
     def start(self) -> None:
