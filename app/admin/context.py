@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import current_app
 
+from ..errors import ApiError
 from ..state import Worker
 from ..vault.connection import Vault
 
@@ -14,3 +15,10 @@ def worker() -> Worker:
 
 def vault() -> Vault:
     return worker().vault
+
+
+def hex_id(value: str, length: int) -> str:
+    """A member or token id from a URL: anything but `length` lowercase hex digits is a 404."""
+    if len(value) != length or any(ch not in "0123456789abcdef" for ch in value):
+        raise ApiError(404, "Not found.")
+    return value

@@ -10,7 +10,7 @@ from ..errors import ApiError
 from ..vault import members, orgs, signing
 from ..vault.orgs import quietly
 from . import auth
-from .context import vault, worker
+from .context import hex_id, vault, worker
 from .schemas import Member, MemberCreate, MemberCreated
 
 blp = Blueprint("members", __name__, url_prefix="/api/v1/orgs/<slug:org>/members", description="Org members and roles.")
@@ -60,19 +60,13 @@ class MemberById(MethodView):
     def get(self, org, member_id):
         """Show a member."""
         auth.require("viewer", org)
-        return members.get(vault(), org, _member_id(member_id))
+        return members.get(vault(), org, hex_id(member_id, 16))
 
     @blp.response(204)
     def delete(self, org, member_id):
         """Remove a member: their tokens stop working on every worker."""
         who = auth.require("admin", org)
-        member = members.get(vault(), org, _member_id(member_id))
+        member = members.get(vault(), org, hex_id(member_id, 16))
         if not auth.can_grant(who, member["role"]):
             raise ApiError(403, "You cannot remove a member whose role is above your own.")
         members.remove(vault(), org, member["id"])
-
-
-def _member_id(value: str) -> str:
-    if len(value) != 16 or any(ch not in "0123456789abcdef" for ch in value):
-        raise ApiError(404, "Not found.")
-    return value

@@ -9,7 +9,7 @@ from .. import tokens
 from ..errors import ApiError
 from ..vault import project_tokens, projects, provider_keys
 from . import auth
-from .context import vault, worker
+from .context import hex_id, vault, worker
 from .schemas import Token, TokenCreate, TokenCreated
 
 blp = Blueprint(
@@ -76,16 +76,10 @@ class TokenById(MethodView):
     def get(self, org, project, token_id):
         """Show a token's metadata."""
         auth.require("viewer", org)
-        return project_tokens.get(vault(), org, project, _token_id(token_id))
+        return project_tokens.get(vault(), org, project, hex_id(token_id, 32))
 
     @blp.response(204)
     def delete(self, org, project, token_id):
         """Revoke a token: refused at once here, within the sync bound on every worker."""
         auth.require("developer", org)
-        project_tokens.revoke(vault(), org, project, _token_id(token_id))
-
-
-def _token_id(value: str) -> str:
-    if len(value) != 32 or any(ch not in "0123456789abcdef" for ch in value):
-        raise ApiError(404, "Not found.")
-    return value
+        project_tokens.revoke(vault(), org, project, hex_id(token_id, 32))
