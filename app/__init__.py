@@ -28,10 +28,9 @@ def create_app(config: Config | None = None) -> Flask:
     app.extensions["jetpero"] = worker
 
     vault.observer = observability.vault_observer
-    worker.observe_caches(observability.cache_observer)
+    worker.on_tick.append(lambda: worker.report_caches(observability.cache_counts))
     worker.on_tick.append(observability.configure_logging(config.JETPERO_LOG_LEVEL).drain)
-    observability.init_app(app)
-    app.before_request(worker.start)  # the change-feed poller, once per worker, after the fork
+    observability.init_app(app, on_request=worker.start)  # the change-feed poller starts after the fork
     init_api(app)
     errors.register(app)  # after flask-smorest, whose own HTTPException handler it replaces
     app.register_blueprint(proxy_bp)

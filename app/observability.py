@@ -15,7 +15,6 @@ import logging
 import os
 import sys
 import time
-import uuid
 
 from flask import Flask, Response, abort, current_app, g, request
 from prometheus_client import (
@@ -92,6 +91,9 @@ class BufferedStderr(logging.StreamHandler):
 
 
 def configure_logging(level: str) -> BufferedStderr:
+    # The logging HOWTO's "Optimization" switches: no caller lookup, thread or process fields.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = BufferedStderr()
     handler.setFormatter(JsonLines())
     root = logging.getLogger()
@@ -106,12 +108,27 @@ def vault_observer(identity: str, seconds: float, error: str | None) -> None:
         VAULT_ERRORS.labels(identity, error).inc()
 
 
-def cache_observer(cache: str, hit: bool) -> None:
-    CACHE.labels(cache, "hit" if hit else "miss").inc()
+def cache_counts(cache: str, hits: int, misses: int) -> None:
+    """Cache lookups are counted in plain ints per worker and added here once per poll."""
+    if hits:
+        _child(CACHE, cache, "hit").inc(hits)
+    if misses:
+        _child(CACHE, cache, "miss").inc(misses)
 
 
-def _surface() -> str:
-    path = request.path
+_children: dict[tuple, object] = {}
+
+
+def _child(metric, *labels: str):
+    """`metric.labels(*labels)`, remembered: the lookup costs more than the increment."""
+    key = (metric, labels)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*labels)
+    return child
+
+
+def _surface(path: str) -> str:
     if path.startswith("/proxy/"):
         return "proxy"
     if path.startswith("/api/"):
@@ -120,19 +137,20 @@ def _surface() -> str:
 
 
 def _after(response: Response) -> Response:
-    started = g.get("started")
-    route = request.url_rule.rule if request.url_rule is not None else None
-    surface = _surface()
-    provider = g.get("provider")
+    req, ctx = request._get_current_object(), g._get_current_object()
+    started = ctx.started
+    surface = _surface(req.path)
+    provider = ctx.get("provider")
+    upstream_ms = ctx.get("upstream_ms")
     fields = {
-        "request_id": g.get("request_id"),
-        "method": request.method,
-        "route": route,
-        "org": g.get("org"),
-        "project": g.get("project"),
+        "request_id": ctx.request_id,
+        "method": req.method,
+        "route": req.url_rule.rule if req.url_rule is not None else None,
+        "org": ctx.get("org"),
+        "project": ctx.get("project"),
         "provider": provider,
         "status": response.status_code,
-        "upstream_ms": round(g.upstream_ms, 2) if "upstream_ms" in g else None,
+        "upstream_ms": round(upstream_ms, 2) if upstream_ms is not None else None,
     }
     streaming = surface == "proxy" and response.mimetype == "text/event-stream"
     if streaming:
@@ -142,10 +160,10 @@ def _after(response: Response) -> Response:
         seconds = time.perf_counter() - started
         if streaming:
             ACTIVE_STREAMS.dec()
-        REQUESTS.labels(surface, provider or "", str(fields["status"])).inc()
-        if surface == "proxy" and provider and fields["upstream_ms"] is not None:
-            PROXY_SECONDS.labels(provider).observe(seconds)
-            UPSTREAM_SECONDS.labels(provider).observe(fields["upstream_ms"] / 1000)
+        _child(REQUESTS, surface, provider or "", str(fields["status"])).inc()
+        if surface == "proxy" and provider and upstream_ms is not None:
+            _child(PROXY_SECONDS, provider).observe(seconds)
+            _child(UPSTREAM_SECONDS, provider).observe(upstream_ms / 1000)
         fields["duration_ms"] = round(seconds * 1000, 2)
         log.info("request", extra={"fields": fields})
 
@@ -170,11 +188,15 @@ def metrics() -> Response:
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 
-def init_app(app: Flask) -> None:
+def init_app(app: Flask, *, on_request) -> None:
+    """One hook before (time, request id, `on_request()`) and one after each request."""
+
     @app.before_request
     def _start() -> None:
-        g.started = time.perf_counter()
-        g.request_id = uuid.uuid4().hex
+        ctx = g._get_current_object()
+        ctx.started = time.perf_counter()
+        ctx.request_id = os.urandom(16).hex()
+        on_request()
 
     app.after_request(_after)
     app.add_url_rule("/metrics", "metrics", metrics)

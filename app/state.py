@@ -30,13 +30,19 @@ class Cache(dict):
     def __init__(self, name: str):
         super().__init__()
         self.name = name
-        self.observer = None  # (name, hit) -> None
+        self.hits = self.misses = 0  # since the last `take_counts`
 
     def lookup(self, key):
         value = self.get(key)
-        if self.observer is not None:
-            self.observer(self.name, value is not None)
+        if value is None:
+            self.misses += 1
+        else:
+            self.hits += 1
         return value
+
+    def take_counts(self) -> tuple[int, int]:
+        counts, self.hits, self.misses = (self.hits, self.misses), 0, 0
+        return counts
 
     def put(self, key, value) -> None:
         if len(self) >= MAX_ENTRIES:
@@ -126,9 +132,10 @@ class Worker:
     def caches(self) -> tuple[Cache, ...]:
         return (self.project_tokens, self.admin_tokens, self.public_keys, self.provider_keys, self.projects)
 
-    def observe_caches(self, observer) -> None:
+    def report_caches(self, report) -> None:
+        """Hand each cache's hit and miss counts since the last call to `report(name, hits, misses)`."""
         for cache in self.caches():
-            cache.observer = observer
+            report(cache.name, *cache.take_counts())
 
     # -- eviction -------------------------------------------------------------------------
     def clear(self) -> None:

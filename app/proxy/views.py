@@ -80,15 +80,15 @@ def _provider(worker: Worker, claims: dict, name: str) -> tuple[dict, str]:
     return hit
 
 
-def _body():
+def _body(req):
     """The request body as urllib3 should send it: None, bytes (small), a sized stream, or chunks."""
-    length = request.content_length
+    length = req.content_length
     if length is not None:
         if length <= SMALL_BODY:  # one send with the headers instead of two
-            return (request.stream.read(length) if length else None), False
-        return request.stream, False
-    if request.headers.get("Transfer-Encoding", "").lower() == "chunked":
-        stream = request.stream
+            return (req.stream.read(length) if length else None), False
+        return req.stream, False
+    if req.headers.get("Transfer-Encoding", "").lower() == "chunked":
+        stream = req.stream
         return iter(lambda: stream.read(CHUNK), b""), True
     return None, False
 
@@ -97,10 +97,11 @@ def _body():
 @bp.route("/proxy/<provider>/<path:path>", methods=METHODS)
 def proxy(provider: str, path: str):
     worker = _worker()
-    origin = request.headers.get("Origin")
-    if request.method == "OPTIONS" and origin and request.headers.get("Access-Control-Request-Method"):
+    req = request._get_current_object()  # one context lookup, not one per attribute
+    origin = req.headers.get("Origin")
+    if req.method == "OPTIONS" and origin and req.headers.get("Access-Control-Request-Method"):
         return _preflight(origin)
-    token = forward.token_from(request.headers)
+    token = forward.token_from(req.headers)
     if not token:
         raise InvalidToken("missing")
     _ensure_fresh(worker)
@@ -110,18 +111,18 @@ def proxy(provider: str, path: str):
         raise ApiError(403, "This origin is not allowed for this project.")
     record, key = _provider(worker, claims, provider)
     try:
-        url = forward.upstream_url(record["base_url"], path, request.query_string, drop_param=record.get("auth_name"))
+        url = forward.upstream_url(record["base_url"], path, req.query_string, drop_param=record.get("auth_name"))
     except forward.BadPath:
         raise ApiError(400, "The path cannot be forwarded.") from None
-    headers = forward.request_headers(request.headers, extra_drop=(record.get("auth_name") or "").lower() or None)
+    headers = forward.request_headers(req.headers, extra_drop=(record.get("auth_name") or "").lower() or None)
     url = forward.inject(headers, url, record, key)
-    body, chunked = _body()
+    body, chunked = _body(req)
     if body is not None and not chunked:
-        headers["Content-Length"] = str(request.content_length)
+        headers["Content-Length"] = str(req.content_length)
     started = time.monotonic()
     try:
         upstream = worker.http.urlopen(
-            request.method,
+            req.method,
             url,
             body=body,
             headers=headers,
