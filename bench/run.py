@@ -1,31 +1,43 @@
 """Side-by-side benchmark: direct upstream, the Flask floor (bench.floor) and JetPero (bench.jetpero_target).
 
-    .venv/bin/python -m bench.run                  # all targets (JetPero skipped if its starter raises NotImplemented)
-    .venv/bin/python -m bench.run --only floor     # comma list of: direct, floor, jetpero
-    .venv/bin/python -m bench.run --sse-rate 5 --wait-quiet 120
+    .venv/bin/python -m bench.run                       # all targets (JetPero skipped if its starter raises NotImplemented)
+    .venv/bin/python -m bench.run --only floor,jetpero  # comma list of: direct, floor, jetpero
+    .venv/bin/python -m bench.run --rounds 7 --sse 1000x20 --wait-quiet 120
 
-Per target: 1 KB JSON POSTs at concurrency 1 and 50 (req/s, p50, p99), then SSE streams (default 1000 streams x
-20 events/s x 10 s). The CPU used meanwhile by the load client, the upstream, the proxy (the PIDs listening on its
-port), interrupts and any other process is recorded with each test. Results: printed tables and
-bench/results/latest.json. Every process started here is stopped by PID at the end, errors included.
+All selected targets are started first and stay up together. The machine is noisy, so JSON tests (1 KB POSTs)
+run in interleaved rounds (``--rounds``, default 5): each round measures every target at concurrency 1 then 50
+(``--json-seconds`` each, default 3), the order rotating from round to round; floor and JetPero are always measured
+back to back (which one goes first alternates). Per target the table shows the median over rounds of req/s, p50
+and p99. The JetPero-vs-floor ratios (added p50 at c=1, throughput at c=50) are computed within each round and
+reported as the median of the per-round ratios with their min-max.
+
+SSE then runs once per target and load (``--sse``, default ``1000x20,1000x5``: streams x events/s, each for
+``--sse-seconds``, default 8): streams that got every event, errors, inter-event gap and delivery delay.
+
+The CPU used meanwhile by the load client, the upstream, the proxy (the PIDs listening on its port), interrupts and
+any other process (the idle targets included) is recorded with each test. A verdict against JetPero's targets
+(added p50 <= 0.3 ms; throughput >= 90% of the floor; 1000 streams x 20/s all delivered with p99 gap < 100 ms)
+closes the report. Results: printed tables and bench/results/latest.json (every round's figures included).
+Every process started here is stopped by PID at the end, errors included. A default full run takes ~3-4 minutes.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import http.client
 import json
 import os
 import platform
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -206,31 +218,143 @@ def measure(coro: Coroutine[Any, Any, dict[str, Any]], groups: dict[str, list[in
 # ---- targets ---------------------------------------------------------------------------------------------------
 
 
-def bench_target(
-    name: str, base: str, headers: dict[str, str], args: argparse.Namespace, up_pids: list[int], proxy_pids: list[int]
-) -> dict[str, Any]:
+@dataclass
+class Target:
+    name: str
+    base: str
+    headers: dict[str, str]
+    proxy_pids: list[int]
+
+
+def start_target(
+    name: str,
+    up_url: str,
+    args: argparse.Namespace,
+    procs: list[tuple[subprocess.Popen[bytes], int]],
+    stops: list[Callable[[], None]],
+) -> Target:
+    """Start target `name`, registering how to stop it (main stops everything by PID at the end)."""
+    headers: dict[str, str] = {}
+    if name == "direct":
+        base = up_url
+    elif name == "floor":
+        port = free_port()
+        # -c /dev/null: not the repo's gunicorn.conf.py (JetPero's); its worker settings are repeated here
+        argv = [sys.executable, "-m", "gunicorn", "-c", "/dev/null", "-k", "gevent", "-w", str(args.workers),
+                "--worker-connections", "4000", "--keep-alive", "75", "--graceful-timeout", "3",
+                "--log-level", "warning", "--bind", f"127.0.0.1:{port}", "bench.floor:app"]  # fmt: skip
+        floor = start_process("floor", argv, {"BENCH_UPSTREAM": up_url})
+        procs.append((floor, signal.SIGINT))
+        base = f"http://127.0.0.1:{port}"
+        wait_http(base + "/v1/chat/completions", {}, proc=floor)
+    else:
+        from bench.jetpero_target import start_jetpero
+
+        base, headers, stop = start_jetpero(up_url)  # NotImplementedError: skipped by the caller
+        stops.append(stop)
+        wait_http(base + "/v1/chat/completions", headers)
+    proxy_pids = [] if name == "direct" else listening_pids(int(base.split(":")[2].split("/")[0]))
+    print(f"{name}: {base} (proxy pids {proxy_pids})", flush=True)
+    return Target(name, base, headers, proxy_pids)
+
+
+def quiet_machine(args: argparse.Namespace) -> dict[str, int]:
+    """Machine CPU while no test runs (should be near 0); waits up to --wait-quiet for it to drop."""
+    background = machine_background()
+    deadline = time.monotonic() + args.wait_quiet
+    while background["busy"] > QUIET_BUSY_PCT and time.monotonic() < deadline:
+        background = machine_background()
+    return background
+
+
+def round_orders(names: list[str], rounds: int) -> list[list[str]]:
+    """Target order of each round: rotated each round, floor and jetpero kept adjacent as one block (so their ratio
+    compares two back-to-back measurements), the block flipped on every other full rotation (each goes first as
+    often as the other). direct,floor,jetpero -> d f j / f j d / d j f / j f d / ..."""
+    pair = [name for name in names if name in ("floor", "jetpero")]
+    blocks: list[list[str]] = []
+    for name in names:
+        if name not in pair:
+            blocks.append([name])
+        elif pair not in blocks:
+            blocks.append(pair)
+    orders = []
+    for index in range(rounds):
+        shift, flip = index % len(blocks), (index // len(blocks)) % 2 == 1
+        rotated = blocks[shift:] + blocks[:shift]
+        orders.append([name for block in rotated for name in (block[::-1] if flip else block)])
+    return orders
+
+
+def json_rounds(
+    targets: list[Target], args: argparse.Namespace, up_pids: list[int], results: dict[str, dict[str, Any]]
+) -> None:
     body = CHAT_BODY.encode()
-    url = base + "/v1/chat/completions"
-    out: dict[str, Any] = {"base_url": base}
-    groups = {"upstream": up_pids, "proxy": proxy_pids}
-    if not args.skip_json:
-        asyncio.run(json_load(url, headers, body, 10, 1.0, 100_000))  # warm-up: workers, pools, caches
-        for conc in (1, 50):
-            print(f"  {name}: JSON c={conc} for {args.json_seconds}s", flush=True)
-            out[f"json_c{conc}"] = measure(json_load(url, headers, body, conc, args.json_seconds, 1_000_000), groups)
-            time.sleep(0.5)
-    if not args.skip_sse:
-        events = round(args.sse_rate * args.sse_seconds)
-        print(f"  {name}: SSE {args.sse_streams} streams x {events} events at {args.sse_rate}/s", flush=True)
-        coro = sse_load(base + "/sse", headers, args.sse_streams, events, 1 / args.sse_rate)
-        fds: dict[str, int] = {}
-        timer = _fds_later(proxy_pids, 1 + args.sse_seconds / 2, fds)
-        out["sse"] = measure(coro, groups)
-        timer.cancel()
-        if fds:
-            out["worker_fds"] = fds
-        time.sleep(1.0)
+    for target in targets:  # warm-up: workers, pools, caches
+        asyncio.run(json_load(target.base + "/v1/chat/completions", target.headers, body, 10, 1.0, 100_000))
+        results[target.name]["json"] = {"rounds": []}
+    by_name = {target.name: target for target in targets}
+    for index, order in enumerate(round_orders(list(by_name), args.rounds), 1):
+        background = quiet_machine(args)
+        line = f"round {index}/{args.rounds} (idle busy {background['busy']}% steal {background['steal']}%):"
+        print(line, end="", flush=True)
+        for position, name in enumerate(order):
+            target = by_name[name]
+            groups = {"upstream": up_pids, "proxy": target.proxy_pids}
+            entry: dict[str, Any] = {"round": index, "position": position, "idle_machine_cpu_pct": background}
+            for conc in (1, 50):
+                load = json_load(target.base + "/v1/chat/completions", target.headers, body, conc, args.json_seconds,
+                                 1_000_000)  # fmt: skip
+                try:
+                    entry[f"c{conc}"] = measure(load, groups)
+                except Exception as exc:  # keep the other tests going
+                    entry[f"c{conc}"] = {"error": repr(exc)}
+                time.sleep(0.5)
+            results[name]["json"]["rounds"].append(entry)
+            c1, c50 = entry["c1"], entry["c50"]
+            print(f" {name} {c1.get('p50_ms', 'ERR')} ms / {c50.get('rps', 'ERR')} rps;", end="", flush=True)
+        print(flush=True)
+    for target in targets:
+        results[target.name]["json"]["median"] = json_median(results[target.name]["json"]["rounds"])
+
+
+def json_median(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median over rounds of rps/p50/p99 (and of each CPU column) per concurrency; errors summed."""
+    out: dict[str, Any] = {}
+    for key in ("c1", "c50"):
+        tests = [entry[key] for entry in rounds if "rps" in entry.get(key, {})]
+        if not tests:
+            continue
+        cpu = [test["cpu_pct"] for test in tests]
+        out[key] = {
+            "rounds": len(tests),
+            "rps": round(statistics.median(test["rps"] for test in tests), 1),
+            **{m: round(statistics.median(test[m] for test in tests), 2) for m in ("p50_ms", "p99_ms")},
+            "errors": sum(test["errors"] for test in tests) + len(rounds) - len(tests),
+            "cpu_pct": {col: round(statistics.median(c[col] for c in cpu)) for col in CPU_COLUMNS.split("/")},
+        }
     return out
+
+
+def sse_tests(
+    targets: list[Target], args: argparse.Namespace, up_pids: list[int], results: dict[str, dict[str, Any]]
+) -> None:
+    for streams, rate in args.sse:
+        label, events = f"{streams}x{rate:g}", round(rate * args.sse_seconds)
+        for target in targets:
+            background = quiet_machine(args)
+            print(f"SSE {target.name}: {streams} streams x {events} events at {rate:g}/s", flush=True)
+            coro = sse_load(target.base + "/sse", target.headers, streams, events, 1 / rate)
+            fds: dict[str, int] = {}
+            timer = _fds_later(target.proxy_pids, 1 + args.sse_seconds / 2, fds)
+            try:
+                result = measure(coro, {"upstream": up_pids, "proxy": target.proxy_pids})
+            except Exception as exc:  # keep the other tests going
+                result = {"error": repr(exc)}
+            timer.cancel()
+            result |= {"rate_per_s": rate, "idle_machine_cpu_pct": background} | ({"worker_fds": fds} if fds else {})
+            results[target.name].setdefault("sse", {})[label] = result
+            time.sleep(1.0)
 
 
 def _fds_later(pids: list[int], delay: float, into: dict[str, int]) -> threading.Timer:
@@ -253,6 +377,9 @@ def _fds_later(pids: list[int], delay: float, into: dict[str, int]) -> threading
 
 
 CPU_COLUMNS = "client/upstream/proxy/irq/others/steal"
+TARGET_ADDED_P50_MS = 0.3
+TARGET_THROUGHPUT_PCT = 90.0
+TARGET_SSE = (1000, 20.0, 100.0)  # streams, events/s, p99 gap ms
 
 
 def _cpu(cpu: dict[str, int]) -> str:
@@ -263,127 +390,169 @@ def _fmt(value: Any, width: int) -> str:
     return f"{value:>{width}}" if value is not None else f"{'-':>{width}}"
 
 
-def report(all_results: dict[str, dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
-    results = {name: res for name, res in all_results.items() if "error" not in res}
-    for name in all_results.keys() - results.keys():
-        print(f"{name}: {all_results[name]['error']}")
-    json_results = {name: res for name, res in results.items() if "json_c1" in res}
+def _spread(values: list[float], digits: int) -> dict[str, Any]:
+    return {
+        "median": round(statistics.median(values), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
+        "rounds": [round(value, digits) for value in values],
+    }
+
+
+def ratios_per_round(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """floor vs direct and jetpero vs floor, computed within each round, summarised as median and min-max."""
+    ratios: dict[str, Any] = {}
+    for proxy, base in (("floor", "direct"), ("jetpero", "floor")):
+        p_rounds = {e["round"]: e for e in results.get(proxy, {}).get("json", {}).get("rounds", [])}
+        b_rounds = {e["round"]: e for e in results.get(base, {}).get("json", {}).get("rounds", [])}
+        added, tput = [], []
+        for index in sorted(p_rounds.keys() & b_rounds.keys()):
+            p, b = p_rounds[index], b_rounds[index]
+            if "p50_ms" in p["c1"] and "p50_ms" in b["c1"]:
+                added.append(p["c1"]["p50_ms"] - b["c1"]["p50_ms"])
+            if "rps" in p["c50"] and b["c50"].get("rps"):
+                tput.append(100 * p["c50"]["rps"] / b["c50"]["rps"])
+        if added and tput:
+            ratios[f"{proxy}_vs_{base}"] = {
+                "added_p50_ms_c1": _spread(added, 2),
+                "throughput_pct_c50": _spread(tput, 1),
+            }
+    return ratios
+
+
+def _sse_ok(sse: dict[str, Any]) -> bool:
+    return sse.get("errors") == 0 and sse.get("streams_ok") == sse.get("streams") and sse["gap_p99_ms"] < TARGET_SSE[2]
+
+
+def _sse_figure(sse: dict[str, Any]) -> str:
+    if "streams_ok" not in sse:
+        return sse.get("error", "no result")
+    return f"{sse['streams_ok']}/{sse['streams']} all-events, p99 gap {sse['gap_p99_ms']} ms"
+
+
+def verdicts(results: dict[str, dict[str, Any]], ratios: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    lines = []
+    ratio = ratios.get("jetpero_vs_floor")
+    label = f"added p50 at c=1 <= {TARGET_ADDED_P50_MS} ms"
+    if ratio:
+        added = ratio["added_p50_ms_c1"]
+        verdict = "PASS" if added["median"] <= TARGET_ADDED_P50_MS else "FAIL"
+        lines.append(f"{label:48} {verdict}  {added['median']:+} ms (rounds {added['min']:+} .. {added['max']:+})")
+        tput = ratio["throughput_pct_c50"]
+        verdict = "PASS" if tput["median"] >= TARGET_THROUGHPUT_PCT else "FAIL"
+        label = f"throughput at c=50 >= {TARGET_THROUGHPUT_PCT:g}% of floor"
+        lines.append(f"{label:48} {verdict}  {tput['median']}% (rounds {tput['min']} .. {tput['max']})")
+    else:
+        lines.append(f"{label:48} n/a   (needs JSON results for floor and jetpero)")
+        lines.append(f"{'throughput at c=50 >= 90% of floor':48} n/a   (needs JSON results for floor and jetpero)")
+    streams, rate, gap = TARGET_SSE
+    label = f">= {streams} SSE x {rate:g}/s delivered, p99 gap < {gap:g} ms"
+    load = next((f"{s}x{r:g}" for s, r in args.sse if s >= streams and r >= rate), None)
+    jet, floor = (results.get(name, {}).get("sse", {}).get(load or "") for name in ("jetpero", "floor"))
+    if not jet:
+        lines.append(f"{label:48} n/a   (not measured: needs jetpero and an --sse load >= {streams}x{rate:g})")
+        return lines
+    text = f"{label:48} {'PASS' if _sse_ok(jet) else 'FAIL'}  {load}: {_sse_figure(jet)}"
+    if not floor:
+        text += "; floor not measured"
+    elif _sse_ok(floor):
+        text += f"; floor PASS ({_sse_figure(floor)})"
+    else:
+        text += f"; floor FAIL too ({_sse_figure(floor)}): this machine cannot carry that load"
+    lines.append(text)
+    return lines
+
+
+def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    for name, res in results.items():
+        if "error" in res:
+            print(f"{name}: {res['error']}")
+    json_results = {name: res["json"]["median"] for name, res in results.items() if res.get("json", {}).get("median")}
     if json_results:
-        print("\nJSON 1 KB, POST /v1/chat/completions" + " " * 22 + f"CPU% at c=50 (of 200): {CPU_COLUMNS}")
-        c1_head, c50_head = (
-            f"{'c=1 req/s':>9} {'p50 ms':>7} {'p99 ms':>7}",
-            f"{'c=50 req/s':>10} {'p50 ms':>7} {'p99 ms':>7}",
-        )
-        print(f"{'target':8} | {c1_head} | {c50_head} {'err':>5} |")
-    for name, res in json_results.items():
-        c1, c50 = res["json_c1"], res["json_c50"]
-        cpu = c50.get("cpu_pct", {})
+        print(f"\nJSON 1 KB POST /v1/chat/completions, median of {args.rounds} rounds x {args.json_seconds:g} s"
+              f"{' ' * 8}CPU% at c=50 (of {(os.cpu_count() or 1) * 100}): {CPU_COLUMNS}")  # fmt: skip
+        print(f"{'target':8} | {'c=1 req/s':>9} {'p50 ms':>7} {'p99 ms':>7} | "
+              f"{'c=50 req/s':>10} {'p50 ms':>7} {'p99 ms':>7} {'err':>5} |")  # fmt: skip
+    for name, med in json_results.items():
+        c1, c50 = med.get("c1", {}), med.get("c50", {})
         print(
             f"{name:8} | {_fmt(c1.get('rps'), 9)} {_fmt(c1.get('p50_ms'), 7)} {_fmt(c1.get('p99_ms'), 7)} | "
             f"{_fmt(c50.get('rps'), 10)} {_fmt(c50.get('p50_ms'), 7)} {_fmt(c50.get('p99_ms'), 7)} "
-            f"{_fmt((c1.get('errors') or 0) + (c50.get('errors') or 0), 5)} | "
-            f"{_cpu(cpu)}"
+            f"{_fmt((c1.get('errors') or 0) + (c50.get('errors') or 0), 5)} | {_cpu(c50.get('cpu_pct', {}))}"
         )
-    events = round(args.sse_rate * args.sse_seconds)
     if any("sse" in res for res in results.values()):
-        print(f"\nSSE: {args.sse_streams} streams x {events} events ({args.sse_rate}/s, {args.sse_seconds}s)")
-        print(f"{'target':8} | {'all-events':>10} {'errors':>6} | {'gap p50':>7} {'p99':>6} {'max':>6} | "
+        print(f"\nSSE, {args.sse_seconds:g} s per load (streams x events/s)")
+        print(f"{'load':8} {'target':8} | {'all-events':>10} {'errors':>6} | {'gap p50':>7} {'p99':>6} {'max':>6} | "
               f"{'delay p50':>9} {'p99':>7} | CPU% {CPU_COLUMNS}; fds per proxy pid")  # fmt: skip
-    for name, res in results.items():
-        if not (sse := res.get("sse")):
-            continue
-        cpu = sse["cpu_pct"]
-        print(
-            f"{name:8} | {sse['streams_ok']:>10} {sse['errors']:>6} | {sse['gap_p50_ms']:>7} {sse['gap_p99_ms']:>6} "
-            f"{sse['gap_max_ms']:>6} | {sse['delay_p50_ms']:>9} {sse['delay_p99_ms']:>7} | "
-            f"{_cpu(cpu)} {res.get('worker_fds', '')}"
-            + (f" errors: {sse['error_kinds']}" if sse["error_kinds"] else "")
-        )
-    noisy = [
-        f"{name} before: {res['idle_machine_cpu_pct']['busy']}"
+    for streams, rate in args.sse:
+        load = f"{streams}x{rate:g}"
+        for name, res in results.items():
+            if not (sse := res.get("sse", {}).get(load)):
+                continue
+            if "streams_ok" not in sse:
+                print(f"{load:8} {name:8} | {sse.get('error')}")
+                continue
+            print(
+                f"{load:8} {name:8} | {str(sse['streams_ok']) + '/' + str(sse['streams']):>10} {sse['errors']:>6} | "
+                f"{sse['gap_p50_ms']:>7} {sse['gap_p99_ms']:>6} {sse['gap_max_ms']:>6} | "
+                f"{sse['delay_p50_ms']:>9} {sse['delay_p99_ms']:>7} | {_cpu(sse['cpu_pct'])} {sse.get('worker_fds', '')}"
+                + (f" errors: {sse['error_kinds']}" if sse["error_kinds"] else "")
+            )
+    tests = [
+        (f"{name} r{entry['round']} {key}", entry[key])
         for name, res in results.items()
-        if res["idle_machine_cpu_pct"]["busy"] > QUIET_BUSY_PCT
+        for entry in res.get("json", {}).get("rounds", [])
+        for key in ("c1", "c50")
+        if "cpu_pct" in entry[key]
     ]
-    noisy += [
-        f"{name} {test}: {res[test]['cpu_pct']['others']} {res[test]['cpu_pct']['top_others']}"
-        for name, res in results.items()
-        for test in ("json_c1", "json_c50", "sse")
-        if test in res and res[test]["cpu_pct"]["others"] > QUIET_BUSY_PCT
-    ]
+    tests += [(f"{name} sse {load}", sse) for name, res in results.items() for load, sse in res.get("sse", {}).items()]
+    noisy = [(label, t["cpu_pct"]) for label, t in tests if t.get("cpu_pct", {}).get("others", 0) > QUIET_BUSY_PCT]
     if noisy:
-        print(f"\nWARNING: CPU used by other processes (% of one core): {', '.join(noisy)}; figures may be noisy")
-    ratios: dict[str, Any] = {}
-    for proxy, base in (("floor", "direct"), ("jetpero", "floor")):
-        p, b = results.get(proxy, {}), results.get(base, {})
-        if "json_c1" in p and "json_c1" in b:
-            ratios[f"{proxy}_vs_{base}"] = {
-                "added_p50_ms_c1": round(p["json_c1"]["p50_ms"] - b["json_c1"]["p50_ms"], 2),
-                "throughput_pct_c50": round(100 * p["json_c50"]["rps"] / max(b["json_c50"]["rps"], 1e-9), 1),
-            }
+        worst = max(noisy, key=lambda item: item[1]["others"])
+        print(f"\nWARNING: other processes used > {QUIET_BUSY_PCT}% of a core in {len(noisy)} of {len(tests)} tests "
+              f"(worst {worst[0]}: {worst[1]['others']}% {worst[1]['top_others']}); medians absorb some of it")  # fmt: skip
+    ratios = ratios_per_round(results)
     if ratios:
         print()
     for key, ratio in ratios.items():
-        print(f"{key}: +{ratio['added_p50_ms_c1']} ms p50 at c=1; {ratio['throughput_pct_c50']}% throughput at c=50")
-    return ratios
+        added, tput = ratio["added_p50_ms_c1"], ratio["throughput_pct_c50"]
+        print(
+            f"{key}: {added['median']:+} ms p50 at c=1 (per round {added['min']:+} .. {added['max']:+}); "
+            f"{tput['median']}% throughput at c=50 (per round {tput['min']} .. {tput['max']})"
+        )
+    lines = verdicts(results, ratios, args)
+    print("\nVERDICT (JetPero targets)")
+    for line in lines:
+        print("  " + line)
+    return ratios, lines
 
 
 # ---- main ------------------------------------------------------------------------------------------------------
 
 
-def run_target(
-    name: str,
-    up_url: str,
-    up_pids: list[int],
-    args: argparse.Namespace,
-    procs: list[tuple[subprocess.Popen[bytes], int]],
-    stops: list[Callable[[], None]],
-) -> dict[str, Any]:
-    """Start target `name` (registering how to stop it), benchmark it, stop it."""
-    headers: dict[str, str] = {}
-    stop: Callable[[], None] | None = None
-    if name == "direct":
-        base = up_url
-    elif name == "floor":
-        port = free_port()
-        # -c /dev/null: not the repo's gunicorn.conf.py (JetPero's); its worker settings are repeated here
-        argv = [sys.executable, "-m", "gunicorn", "-c", "/dev/null", "-k", "gevent", "-w", str(args.workers),
-                "--worker-connections", "4000", "--keep-alive", "75", "--graceful-timeout", "3",
-                "--log-level", "warning", "--bind", f"127.0.0.1:{port}", "bench.floor:app"]  # fmt: skip
-        floor = start_process("floor", argv, {"BENCH_UPSTREAM": up_url})
-        procs.append((floor, signal.SIGINT))
-        stop = functools.partial(stop_process, floor, signal.SIGINT)
-        base = f"http://127.0.0.1:{port}"
-        wait_http(base + "/v1/chat/completions", {}, proc=floor)
-    else:
-        from bench.jetpero_target import start_jetpero
-
+def sse_loads(text: str) -> list[tuple[int, float]]:
+    """'1000x20,1000x5' -> [(1000, 20.0), (1000, 5.0)]"""
+    loads = []
+    for item in text.split(","):
+        streams, sep, rate = item.strip().lower().partition("x")
         try:
-            base, headers, stop = start_jetpero(up_url)
-        except NotImplementedError as exc:
-            return {"error": f"skipped: {exc}"}
-        stops.append(stop)
-        wait_http(base + "/v1/chat/completions", headers)
-    print(f"{name}: {base}", flush=True)
-    proxy_pids = [] if name == "direct" else listening_pids(int(base.split(":")[2].split("/")[0]))
-    background = machine_background()  # noise check: should be near 0 on a quiet machine
-    deadline = time.monotonic() + args.wait_quiet
-    while background["busy"] > QUIET_BUSY_PCT and time.monotonic() < deadline:
-        background = machine_background()
-    print(f"  machine CPU while idle, % of one core: busy {background['busy']}, steal {background['steal']}")
-    result = bench_target(name, base, headers, args, up_pids, proxy_pids)
-    result["idle_machine_cpu_pct"] = background
-    if stop is not None:
-        stop()  # stopped again (harmlessly) by main's finally
-    return result
+            loads.append((int(streams), float(rate)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected STREAMSxRATE, e.g. 1000x20, got {item!r}") from None
+        if not sep or loads[-1][0] < 1 or loads[-1][1] <= 0:
+            raise argparse.ArgumentTypeError(f"expected STREAMSxRATE, e.g. 1000x20, got {item!r}")
+    return loads
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="JetPero side-by-side benchmark")
     parser.add_argument("--only", default=",".join(ALL_TARGETS), help="comma list of: direct, floor, jetpero")
-    parser.add_argument("--json-seconds", type=float, default=5.0)
-    parser.add_argument("--sse-streams", type=int, default=1000)
-    parser.add_argument("--sse-rate", type=float, default=20.0, help="events per second per stream")
-    parser.add_argument("--sse-seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved JSON rounds (medians reported)")
+    parser.add_argument("--json-seconds", type=float, default=3.0, help="per JSON test (c=1, c=50) per round")
+    parser.add_argument(
+        "--sse", type=sse_loads, default=sse_loads("1000x20,1000x5"), help="SSE loads STREAMSxRATE,... (events/s)"
+    )
+    parser.add_argument("--sse-seconds", type=float, default=8.0, help="per SSE load per target")
     parser.add_argument("--skip-json", action="store_true")
     parser.add_argument("--skip-sse", action="store_true")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers for the floor")
@@ -392,19 +561,22 @@ def main() -> int:
         type=float,
         default=0.0,
         metavar="SECONDS",
-        help=f"before each target, wait up to this long for the machine to be idle (< {QUIET_BUSY_PCT}%% busy)",
+        help=f"before each round / SSE test, wait up to this long for the machine to be idle (< {QUIET_BUSY_PCT}%% busy)",
     )
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
     args = parser.parse_args()
     targets = [t.strip() for t in args.only.split(",") if t.strip()]
     if unknown := set(targets) - set(ALL_TARGETS):
         parser.error(f"unknown targets: {sorted(unknown)}")
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
+    started = time.monotonic()
     print(f"open files limit: {raise_nofile_limit()}; cpus: {os.cpu_count()}", flush=True)
     procs: list[tuple[subprocess.Popen[bytes], int]] = []
     stops: list[Callable[[], None]] = []
@@ -416,12 +588,21 @@ def main() -> int:
         up_url = f"http://127.0.0.1:{up_port}"
         wait_http(up_url + "/v1/chat/completions", {}, proc=upstream)
         up_pids = [upstream.pid]
+        running: list[Target] = []
         for name in targets:
             try:
-                results[name] = run_target(name, up_url, up_pids, args, procs, stops)
+                running.append(start_target(name, up_url, args, procs, stops))
+            except NotImplementedError as exc:
+                results[name] = {"error": f"skipped: {exc}"}
             except Exception as exc:  # report it, go on with the other targets
-                print(f"{name}: FAILED {exc!r}", flush=True)
+                print(f"{name}: FAILED to start {exc!r}", flush=True)
                 results[name] = {"error": repr(exc)}
+        for target in running:
+            results[target.name] = {"base_url": target.base, "proxy_pids": target.proxy_pids}
+        if running and not args.skip_json:
+            json_rounds(running, args, up_pids, results)
+        if running and not args.skip_sse:
+            sse_tests(running, args, up_pids, results)
     finally:
         for stop in reversed(stops):
             try:
@@ -430,10 +611,13 @@ def main() -> int:
                 print(f"stop failed: {exc!r}", file=sys.stderr)
         for proc, sig in reversed(procs):
             stop_process(proc, sig)
-    ratios = report(results, args)
+    results = {name: results[name] for name in targets if name in results}
+    ratios, verdict_lines = report(results, args)
     args.output.parent.mkdir(parents=True, exist_ok=True)
+    elapsed = round(time.monotonic() - started)
     document = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "elapsed_s": elapsed,
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
@@ -442,9 +626,11 @@ def main() -> int:
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "targets": results,
         "ratios": ratios,
+        "verdicts": verdict_lines,
     }
     args.output.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"\nwrote {args.output.relative_to(ROOT) if args.output.is_relative_to(ROOT) else args.output}")
+    shown = args.output.relative_to(ROOT) if args.output.is_relative_to(ROOT) else args.output
+    print(f"\nwrote {shown}; total {elapsed // 60}m{elapsed % 60:02d}s")
     return 0
 
 
