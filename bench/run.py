@@ -5,7 +5,7 @@
     .venv/bin/python -m bench.run --rounds 7 --sse 1000x20 --wait-quiet 120
 
 All selected targets are started first and stay up together. The machine is noisy, so JSON tests (1 KB POSTs)
-run in interleaved rounds (``--rounds``, default 5): each round measures every target at concurrency 1 then 50
+run in interleaved rounds (``--rounds``, default 5): each round measures every target at concurrency 1, then every target at 50
 (``--json-seconds`` each, default 3), the order rotating from round to round; floor and JetPero are always measured
 back to back (which one goes first alternates). Per target the table shows the median over rounds of req/s, p50
 and p99. The JetPero-vs-floor ratios (added p50 at c=1, throughput at c=50) are computed within each round and
@@ -298,20 +298,24 @@ def json_rounds(
         background = quiet_machine(args)
         line = f"round {index}/{args.rounds} (idle busy {background['busy']}% steal {background['steal']}%):"
         print(line, end="", flush=True)
-        for position, name in enumerate(order):
-            target = by_name[name]
-            groups = {"upstream": up_pids, "proxy": target.proxy_pids}
-            entry: dict[str, Any] = {"round": index, "position": position, "idle_machine_cpu_pct": background}
-            for conc in (1, 50):
+        entries = {
+            name: {"round": index, "position": position, "idle_machine_cpu_pct": background}
+            for position, name in enumerate(order)
+        }
+        for conc in (1, 50):  # each concurrency across all targets in turn: the pairs compared are back to back
+            for name in order:
+                target = by_name[name]
+                groups = {"upstream": up_pids, "proxy": target.proxy_pids}
                 load = json_load(target.base + "/v1/chat/completions", target.headers, body, conc, args.json_seconds,
                                  1_000_000)  # fmt: skip
                 try:
-                    entry[f"c{conc}"] = measure(load, groups)
+                    entries[name][f"c{conc}"] = measure(load, groups)
                 except Exception as exc:  # keep the other tests going
-                    entry[f"c{conc}"] = {"error": repr(exc)}
+                    entries[name][f"c{conc}"] = {"error": repr(exc)}
                 time.sleep(0.5)
-            results[name]["json"]["rounds"].append(entry)
-            c1, c50 = entry["c1"], entry["c50"]
+        for name in order:
+            results[name]["json"]["rounds"].append(entries[name])
+            c1, c50 = entries[name]["c1"], entries[name]["c50"]
             print(f" {name} {c1.get('p50_ms', 'ERR')} ms / {c50.get('rps', 'ERR')} rps;", end="", flush=True)
         print(flush=True)
     for target in targets:
