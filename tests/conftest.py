@@ -8,7 +8,6 @@ own least-privilege AppRole from `vault-policies/`.
 from __future__ import annotations
 
 import secrets
-import socket
 import uuid
 from dataclasses import dataclass
 
@@ -18,16 +17,11 @@ import pytest
 from app import create_app
 from app.vault.bootstrap import bootstrap
 from config import Config
+from tests.servers import LiveServer, free_port
 from tests.upstream import FakeUpstream
 from tools import openbao
 
 FAKE_KEY = "sk-fake-TESTKEY-0000000000000000-abcd"  # obviously fake provider key
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -87,6 +81,14 @@ def app(config):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture(scope="module")
+def live(app):
+    """The app served over real HTTP (a threaded server), for the official SDKs."""
+    server = LiveServer(app)
+    yield server
+    server.stop()
 
 
 class Api:

@@ -15,20 +15,13 @@ import pytest
 from app import create_app
 from tests.conftest import FAKE_KEY, free_port, make_config
 from tests.helpers import Project, assert_uniform_401, bearer, issue_token, put_provider
-from tests.servers import Listener, LiveServer, RawUpstream, TlsUpstream
+from tests.servers import Listener, RawUpstream, TlsUpstream
 from tests.upstream import SECRET_HEADERS, FakeUpstream, mask_key
 
 
 @pytest.fixture
 def proj(project) -> Project:
     return Project(*project.split("/"))
-
-
-@pytest.fixture(scope="module")
-def live(app):
-    server = LiveServer(app)
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -8,18 +8,10 @@ import pytest
 
 from tests.conftest import FAKE_KEY
 from tests.helpers import Project, put_provider
-from tests.servers import LiveServer
 from tests.upstream import OPENAI_TEXT
 
 TEXT = "".join(OPENAI_TEXT)
 MESSAGES = [{"role": "user", "content": "Say hello"}]
-
-
-@pytest.fixture(scope="module")
-def live(app):
-    server = LiveServer(app)
-    yield server
-    server.stop()
 
 
 @pytest.fixture
