@@ -2,7 +2,7 @@
 
 Library:
     start_dev(port, root_token, log_path) -> Popen
-    start_persistent(data_dir, port) -> (Popen, root_token)
+    start_persistent(data_dir, port, extra_config="", file_audit=True) -> (Popen, root_token)
     stop(proc)
 
 CLI (suitable for a Makefile: it returns once the server is up, leaving it in the background):
@@ -229,9 +229,25 @@ def _hcl(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid HCL string
 
 
-def render_config(data_dir: Path, port: int) -> str:
-    """The server config of the local persistent OpenBao."""
+def render_config(data_dir: Path, port: int, extra_config: str = "", file_audit: bool = True) -> str:
+    """The server config of the local persistent OpenBao.
+
+    For tests: `extra_config` is HCL appended verbatim (e.g. another `audit` block); `file_audit=False`
+    leaves out the file audit device (OpenBao serves a request if ANY audit device logs it, so a
+    failing device only shows when it is the only one).
+    """
     data_dir = data_dir.resolve()
+    extra = f"\n# Extra config passed to start_persistent.\n{extra_config.strip()}\n" if extra_config.strip() else ""
+    audit = f"""
+# Declarative audit device (OpenBao 2.x refuses to enable audit devices through the API).
+audit "file" "file" {{
+  description = "JetPero local audit log"
+  options {{
+    file_path = {_hcl(str(data_dir / "audit.log"))}
+    mode      = "0600"
+  }}
+}}
+"""
     return f"""\
 # Written by tools/openbao.py at each start; edit that file, not this one.
 # No `disable_mlock`: OpenBao 2.x dropped mlock and warns "unknown or unsupported field".
@@ -257,16 +273,7 @@ seal "static" {{
   current_key_id = {_hcl(STATIC_KEY_ID)}
   current_key    = {_hcl("file://" + str(data_dir / "unseal.key"))}
 }}
-
-# Declarative audit device (OpenBao 2.x refuses to enable audit devices through the API).
-audit "file" "file" {{
-  description = "JetPero local audit log"
-  options {{
-    file_path = {_hcl(str(data_dir / "audit.log"))}
-    mode      = "0600"
-  }}
-}}
-"""
+{audit if file_audit else ""}{extra}"""
 
 
 def _read_pid(data_dir: Path) -> int | None:
@@ -323,10 +330,13 @@ def _operator_init(port: int, data_dir: Path, log_path: Path) -> dict:
     return init
 
 
-def start_persistent(data_dir: Path | str, port: int) -> tuple[subprocess.Popen, str]:
+def start_persistent(
+    data_dir: Path | str, port: int, extra_config: str = "", file_audit: bool = True
+) -> tuple[subprocess.Popen, str]:
     """Start the raft-backed, static-seal server under data_dir; init it on first start.
 
     Returns once it is initialised, unsealed and active, with the root token.
+    `extra_config`, `file_audit`: for tests, see render_config.
     """
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -346,7 +356,7 @@ def start_persistent(data_dir: Path | str, port: int) -> tuple[subprocess.Popen,
 
     _ensure_unseal_key(data_dir)
     config = data_dir / "openbao.hcl"
-    config.write_text(render_config(data_dir, port))
+    config.write_text(render_config(data_dir, port, extra_config, file_audit))
     os.chmod(config, 0o600)
 
     proc = _popen([bao_binary(), "server", f"-config={config}"], log_path, cwd=data_dir)
