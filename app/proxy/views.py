@@ -176,7 +176,8 @@ def _relay(upstream, key: str, token: str, origin: str | None, deadline: float, 
             complete = False
             try:
                 while (left := deadline - time.monotonic()) > 0:
-                    _limit_silence(upstream, min(read_timeout, left))
+                    if left < read_timeout:  # until then the socket already waits at most read_timeout
+                        _limit_silence(upstream, left)
                     chunk = upstream.read1(CHUNK)
                     if not chunk:
                         complete = True
