@@ -22,7 +22,6 @@ def bearer() -> str:
 def principal() -> dict:
     if "principal" not in g:
         g.principal = access.admin_token(current_app.extensions["jetpero"], bearer())
-        g.org = g.principal.get("org")
     return g.principal
 
 

@@ -41,7 +41,7 @@ def _guarded(base: type[HTTPConnection], allow_private: bool) -> type[HTTPConnec
     return Guarded
 
 
-def pool_manager(*, allow_private: bool, ca_bundle: str = "", maxsize: int = 100) -> urllib3.PoolManager:
+def pool_manager(*, allow_private: bool, ca_bundle: str = "", maxsize: int = 1000) -> urllib3.PoolManager:
     """A PoolManager whose every connection passes the address guard."""
     http_pool = type(
         "GuardedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": _guarded(HTTPConnection, allow_private)}
