@@ -37,18 +37,27 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class LiveServer:
-    def __init__(self, app):
-        self._server = make_server("127.0.0.1", 0, app, threaded=True)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+class _Served:
+    """A socketserver-style server run in a daemon thread until `stop()`."""
+
+    def _serve(self, server, url: str) -> None:
+        server.daemon_threads = True
+        self._server, self.url = server, url
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+class LiveServer(_Served):
+    """The Flask app over real HTTP (werkzeug's threaded server)."""
+
+    def __init__(self, app):
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        self._serve(server, f"http://127.0.0.1:{server.server_port}")
 
 
 class Listener:
@@ -156,7 +165,7 @@ def self_signed_cert(directory: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-class TlsUpstream:
+class TlsUpstream(_Served):
     """HTTPS on 127.0.0.1 with a self-signed certificate; counts the HTTP requests it served."""
 
     def __init__(self, directory: Path):
@@ -181,17 +190,9 @@ class TlsUpstream:
 
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.cert, key)
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        self.url = f"https://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        self._serve(server, f"https://127.0.0.1:{server.server_address[1]}")
 
 
 class Gunicorn:
