@@ -152,7 +152,7 @@ def _after(response: Response) -> Response:
         "status": response.status_code,
         "upstream_ms": round(upstream_ms, 2) if upstream_ms is not None else None,
     }
-    streaming = surface == "proxy" and response.mimetype == "text/event-stream"
+    streaming = ctx.get("event_stream", False)
     if streaming:
         ACTIVE_STREAMS.inc()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import pytest
 
@@ -75,11 +76,17 @@ def test_metrics_need_their_token(metrics_app):
 def test_metrics_count_requests_and_vault_calls(client, project_token, upstream, metrics_app):
     for _ in range(3):
         client.post("/proxy/openai/v1/chat/completions", json={}, headers={"x-api-key": project_token}).close()
-    text = (
-        metrics_app.test_client()
-        .get("/metrics", headers={"Authorization": "Bearer scrape-secret"})
-        .get_data(as_text=True)
-    )
+    cache_hits = 'jetpero_cache_lookups_total{cache="provider_keys",result="hit"}'
+    deadline = time.monotonic() + 3  # cache counts are added once per poll (0.5 s here)
+    while True:
+        text = (
+            metrics_app.test_client()
+            .get("/metrics", headers={"Authorization": "Bearer scrape-secret"})
+            .get_data(as_text=True)
+        )
+        if cache_hits in text or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert 'jetpero_requests_total{provider="openai",status="200",surface="proxy"}' in text
     for name in (
         "jetpero_proxy_duration_seconds_bucket",

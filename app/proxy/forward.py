@@ -139,6 +139,11 @@ def response_headers(upstream_headers, *, scrubbed: bool) -> list[tuple[str, str
     return out
 
 
+def is_event_stream(content_type: str | None) -> bool:
+    """Whether a Content-Type is SSE (cheaper than parsing it with all its parameters)."""
+    return bool(content_type) and content_type.partition(";")[0].strip().lower() == "text/event-stream"
+
+
 def scrub(body: bytes, secrets: list[str]) -> bytes:
     """Remove the key, and any masked echo of it ("sk-ab****wxyz"), from an upstream body."""
     for secret in secrets:

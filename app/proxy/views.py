@@ -194,7 +194,8 @@ def _relay(upstream, key: str, token: str, origin: str | None, deadline: float, 
         response = Response(
             stream(), status=upstream.status, headers=forward.response_headers(upstream.headers, scrubbed=False)
         )
-        if response.mimetype == "text/event-stream":
+        if forward.is_event_stream(upstream.headers.get("Content-Type")):
+            g.event_stream = True
             response.headers["X-Accel-Buffering"] = "no"
             response.headers["Cache-Control"] = "no-cache"
     if origin:
