@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run stop test lint compose-check audit bench clean
+.PHONY: install run stop test lint compose-check audit bench bench-instructions clean
 
 install: $(STAMP)
 
@@ -35,6 +35,9 @@ audit: install
 
 bench: install
 	$(BIN)/python -m bench.run
+
+bench-instructions: install
+	$(BIN)/python -m bench.instructions
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

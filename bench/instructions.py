@@ -1,0 +1,183 @@
+"""Instructions per proxied request, floor vs JetPero, counted by valgrind (callgrind).
+
+Wall-clock figures on this shared 2-core VM move by ±10% from run to run; instruction counts
+do not, so this is the tool for judging a small change to the hot path:
+
+    .venv/bin/python -m bench.instructions          # about 2 minutes; needs valgrind
+
+Each target serves requests in-process through Flask's test client (same 1 KB JSON body,
+same fake upstream from bench.upstream). The count of a run with few requests is subtracted
+from one with more, which cancels start-up, imports and set-up (JetPero's Vault calls
+included): what is left is the cost of the extra requests. Test-client overhead is in both
+targets, so the ratio understates JetPero's share under gunicorn slightly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BODY = b'{"model":"bench-model","messages":[{"role":"user","content":"' + b"x" * 900 + b'"}]}'
+FAKE_KEY = "sk-bench-FAKE-KEY-0000000000000000"
+_COLLECTED = re.compile(r"Collected : (\d+)")
+
+
+def _client(target: str, settings: dict):
+    """(test client, path, headers) for a target, built in this process."""
+    if target == "floor":
+        os.environ["BENCH_UPSTREAM"] = settings["upstream"]
+        from bench.floor import app
+
+        return app.test_client(), "/v1/chat/completions", {}
+    from app import create_app
+    from config import Config
+
+    config = Config.from_env(
+        {
+            "VAULT_ADDR": settings["vault_addr"],
+            "VAULT_APPROLE_FILE": settings["approle_file"],
+            "JETPERO_ALLOW_PRIVATE_UPSTREAMS": "true",
+            "JETPERO_SYNC_INTERVAL": "600",  # no poll during the count
+        }
+    )
+    app = create_app(config)
+    logging.getLogger().handlers[0].stream = open(os.devnull, "w")  # lives as long as the process
+    return app.test_client(), "/proxy/openai/v1/chat/completions", {"Authorization": f"Bearer {settings['token']}"}
+
+
+def child(target: str, requests: int, settings_file: str) -> None:
+    """Run `requests` proxied calls (under valgrind, started by `count`)."""
+    client, path, headers = _client(target, json.loads(Path(settings_file).read_text()))
+    for _ in range(requests):
+        response = client.post(path, data=BODY, headers=headers, content_type="application/json")
+        response.get_data()
+        response.close()
+    sys.stdout.flush()
+    os._exit(0)  # no interpreter teardown in the count
+
+
+def count(target: str, requests: int, settings_file: str, out_dir: Path) -> int:
+    """Instructions of a whole child run."""
+    result = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={out_dir / f'callgrind.{target}.{requests}'}",
+            sys.executable,
+            "-m",
+            "bench.instructions",
+            "--child",
+            target,
+            str(requests),
+            settings_file,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    match = _COLLECTED.search(result.stderr)
+    if result.returncode != 0 or not match:
+        raise RuntimeError(f"{target} x{requests} failed: {result.stderr[-2000:]}")
+    return int(match.group(1))
+
+
+def set_up(work: Path) -> tuple[dict, list]:
+    """A dev OpenBao, the bench upstream, and a JetPero project whose provider points at it."""
+    import hvac
+
+    from app import create_app
+    from app.vault.bootstrap import bootstrap
+    from bench.run import free_port
+    from config import Config
+    from tools import openbao
+
+    processes = []
+    bao_port, up_port = free_port(), free_port()
+    root_token = secrets.token_hex(16)
+    processes.append(openbao.start_dev(bao_port, root_token, work / "bao.log"))
+    processes.append(
+        subprocess.Popen(
+            [sys.executable, "-m", "bench.upstream", "--port", str(up_port)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    )
+    addr, approle = openbao.address(bao_port), str(work / "approle.json")
+    bootstrap(hvac.Client(url=addr, token=root_token), approle)
+    config = Config.from_env(
+        {"VAULT_ADDR": addr, "VAULT_APPROLE_FILE": approle, "JETPERO_ALLOW_PRIVATE_UPSTREAMS": "true"}
+    )
+    app = create_app(config)
+    client = app.test_client()
+    operator = app.test_cli_runner().invoke(args=["operator-token", "--name", "bench"]).output.strip()
+    admin = {"Authorization": f"Bearer {operator}"}
+    upstream = f"http://127.0.0.1:{up_port}"
+    client.post("/api/v1/orgs", json={"slug": "bench"}, headers=admin)
+    client.post("/api/v1/orgs/bench/projects", json={"slug": "bench.co"}, headers=admin)
+    project = "/api/v1/orgs/bench/projects/bench.co"
+    client.put(
+        f"{project}/providers/openai",
+        json={"template": "openai", "api_key": FAKE_KEY, "base_url": upstream},
+        headers=admin,
+    )
+    token = client.post(
+        f"{project}/tokens", json={"name": "bench", "environment": "development", "expires_in": 7200}, headers=admin
+    ).json["token"]
+    app.extensions["jetpero"].stop()
+    time.sleep(0.5)  # the upstream answers by now
+    settings = {"upstream": upstream, "vault_addr": addr, "approle_file": approle, "token": token}
+    return settings, processes
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--child", nargs=3, metavar=("TARGET", "N", "SETTINGS"), help=argparse.SUPPRESS)
+    parser.add_argument("--few", type=int, default=200, help="requests in the short run")
+    parser.add_argument("--many", type=int, default=600, help="requests in the long run")
+    args = parser.parse_args()
+    if args.child:
+        child(args.child[0], int(args.child[1]), args.child[2])
+    if not shutil.which("valgrind"):
+        print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
+        return 2
+    from tools import openbao
+
+    work = Path(tempfile.mkdtemp(prefix="jetpero-instructions-"))
+    settings, processes = set_up(work)
+    try:
+        settings_file = str(work / "settings.json")
+        Path(settings_file).write_text(json.dumps(settings))
+        runs = [(target, n) for target in ("floor", "jetpero") for n in (args.few, args.many)]
+        with ThreadPoolExecutor(max_workers=2) as pool:  # one valgrind per core
+            counts = dict(zip(runs, pool.map(lambda run: count(*run, settings_file, work), runs), strict=True))
+    finally:
+        for process in reversed(processes):
+            openbao.stop(process)
+    per_request = {
+        target: (counts[(target, args.many)] - counts[(target, args.few)]) / (args.many - args.few)
+        for target in ("floor", "jetpero")
+    }
+    floor, jetpero = per_request["floor"], per_request["jetpero"]
+    print(f"instructions per proxied request: floor {floor / 1e6:.3f} M, JetPero {jetpero / 1e6:.3f} M")
+    print(f"JetPero adds {(jetpero - floor) / 1e6:.3f} M ({(jetpero / floor - 1) * 100:.1f}%)")
+    print(f"callgrind files for callgrind_annotate: {work}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
