@@ -103,9 +103,9 @@ def configure_logging(level: str) -> BufferedStderr:
 
 
 def vault_observer(identity: str, seconds: float, error: str | None) -> None:
-    VAULT_SECONDS.labels(identity).observe(seconds)
+    _child(VAULT_SECONDS, identity).observe(seconds)
     if error:
-        VAULT_ERRORS.labels(identity, error).inc()
+        _child(VAULT_ERRORS, identity, error).inc()
 
 
 def cache_counts(cache: str, hits: int, misses: int) -> None:

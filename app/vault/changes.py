@@ -29,8 +29,7 @@ def read(vault: Vault) -> tuple[int, list[dict]]:
 
 
 def _events(data: dict) -> list[dict]:
-    events = data.get("events", [])
-    return json.loads(events) if isinstance(events, str) else list(events)  # older records hold a list
+    return json.loads(data.get("events", "[]"))
 
 
 def publish(vault: Vault, kind: str, **fields: str) -> int:
