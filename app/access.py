@@ -46,7 +46,8 @@ def _cached(cache, token: str) -> dict | None:
 
 
 def project_token(worker: Worker, token: str) -> dict:
-    """The verified claims of a project token, plus `org`, `project` and the token's origins."""
+    """The verified claims of a project token, plus `org`, `project`, `providers` (the scope as a set)
+    and the token's origins."""
     hit = _cached(worker.project_tokens, token)
     if hit is not None:
         return hit
@@ -67,7 +68,13 @@ def project_token(worker: Worker, token: str) -> dict:
         raise tokens.InvalidToken("unknown token") from None
     if record["revoked_at"]:
         raise tokens.InvalidToken("revoked")
-    verified = {**claims, "org": org, "project": project, "origins": record["allowed_origins"] or None}
+    verified = {
+        **claims,
+        "org": org,
+        "project": project,
+        "providers": frozenset(claims["scope"].split()),
+        "origins": record["allowed_origins"] or None,
+    }
     worker.project_tokens.put(token, verified)
     return verified
 

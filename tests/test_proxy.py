@@ -232,6 +232,7 @@ def test_client_credentials_and_hop_by_hop_headers_never_reach_upstream(
         "Connection": "keep-alive, X-Named-By-Connection",
         "X-Named-By-Connection": "must-go",
         "Keep-Alive": "timeout=5",
+        "Proxy-Connection": "keep-alive",
         "TE": "trailers",
         "Trailer": "X-Checksum",
         "Upgrade": "websocket",

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import base64
 import re
+from functools import lru_cache
 from urllib.parse import quote, unquote_plus, urlsplit
-
-from werkzeug.http import is_hop_by_hop_header
 
 # Where SDKs put their key; the project token is read from the first present and all are dropped.
 TOKEN_HEADERS = ("x-jetpero-token", "authorization", "x-api-key", "x-goog-api-key", "api-key")
+# RFC 9110 §7.6.1 connection options, plus the non-standard Proxy-Connection.
+HOP_BY_HOP = frozenset(
+    {"connection", "proxy-connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+     "transfer-encoding", "upgrade"}
+)  # fmt: skip
 
 # Never forwarded upstream: credentials, cookies, billing/account selectors, client identity,
 # method overrides (hop-by-hop headers and those `Connection` names are dropped as well).
@@ -31,8 +35,10 @@ _DROP_REQUEST = frozenset(
         "referer",
         "content-length",
         "transfer-encoding",
+        *HOP_BY_HOP,
     }
 )
+_DROP_PREFIXES = ("HTTP_X_FORWARDED_", "HTTP_X_JETPERO_")
 # Never returned to the client: cookies and headers naming the key's account.
 _DROP_RESPONSE = frozenset(
     {
@@ -42,11 +48,12 @@ _DROP_RESPONSE = frozenset(
         "openai-project",
         "anthropic-organization-id",
         "x-organization-id",
-        "transfer-encoding",
+        *HOP_BY_HOP,
     }
 )
 _PCHAR = "!$&'()*+,;=:@-._~"
 _BAD_PATH = re.compile(r"[\x00-\x1f\x7f\\]")
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9!$&'()*+,;=:@._~/-]*")
 _BAD_QUERY = re.compile(r"[\x00-\x20\x7f#]")
 _MASKED = re.compile(rb"[A-Za-z0-9_.\-]*\*{3,}[A-Za-z0-9_.\-]*")
 
@@ -55,13 +62,22 @@ class BadPath(ValueError):
     """The client's path cannot be forwarded safely."""
 
 
-def token_from(headers) -> str | None:
+def environ_key(header: str) -> str:
+    """How a WSGI server names a request header: `X-Api-Key` -> `HTTP_X_API_KEY`."""
+    return "HTTP_" + header.strip().upper().replace("-", "_")
+
+
+_TOKEN_KEYS = tuple(environ_key(name) for name in TOKEN_HEADERS)
+_DROP_KEYS = frozenset(environ_key(name) for name in _DROP_REQUEST)
+
+
+def token_from(environ: dict) -> str | None:
     """The project token, from wherever the caller's SDK put its key."""
-    for name in TOKEN_HEADERS:
-        value = headers.get(name)
+    for key in _TOKEN_KEYS:
+        value = environ.get(key)
         if not value:
             continue
-        if name == "authorization":
+        if key == "HTTP_AUTHORIZATION":
             scheme, _, value = value.partition(" ")
             if scheme.lower() != "bearer":
                 continue
@@ -69,17 +85,28 @@ def token_from(headers) -> str | None:
     return None
 
 
+@lru_cache(maxsize=4096)
+def _base(base_url: str) -> tuple[str, tuple[str, str], str]:
+    """A stored base URL as (what paths are appended to, (scheme, netloc), path prefix)."""
+    parts = urlsplit(base_url)
+    return base_url.rstrip("/"), (parts.scheme, parts.netloc), parts.path.rstrip("/")
+
+
 def upstream_url(base_url: str, path: str, query: bytes, drop_param: str | None = None) -> str:
     """Stored base URL + the client's path, normalised; the host is never the client's to pick."""
     if _BAD_PATH.search(path):
         raise BadPath("control characters or backslash in path")
     segments = [segment for segment in path.split("/") if segment]
-    if any(segment in (".", "..") for segment in segments):
+    if "." in segments or ".." in segments:
         raise BadPath("dot segments in path")
-    encoded = "/".join(quote(segment, safe=_PCHAR) for segment in segments)
+    if _PLAIN_PATH.fullmatch(path):  # nothing to percent-encode
+        encoded = "/".join(segments)
+    else:
+        encoded = "/".join(quote(segment, safe=_PCHAR) for segment in segments)
     if path.endswith("/") and encoded:
         encoded += "/"
-    url = f"{base_url.rstrip('/')}/{encoded}"
+    prefix, origin, base_path = _base(base_url)
+    url = f"{prefix}/{encoded}"
     if query:
         text = query.decode("latin-1")
         if _BAD_QUERY.search(text):
@@ -88,27 +115,24 @@ def upstream_url(base_url: str, path: str, query: bytes, drop_param: str | None 
             text = "&".join(p for p in text.split("&") if unquote_plus(p.split("=", 1)[0]) != drop_param)
         if text:
             url = f"{url}?{text}"
-    base, final = urlsplit(base_url), urlsplit(url)
-    if (final.scheme, final.netloc) != (base.scheme, base.netloc) or not final.path.startswith(base.path.rstrip("/")):
+    final = urlsplit(url)
+    if (final.scheme, final.netloc) != origin or not final.path.startswith(base_path):
         raise BadPath("path escapes the base URL")
     return url
 
 
-def request_headers(incoming, *, extra_drop: str | None) -> dict[str, str]:
-    """The client's headers minus everything that must not reach the provider."""
-    named = {h.strip().lower() for h in incoming.get("Connection", "").split(",") if h.strip()}
+def request_headers(environ: dict, *, extra_drop: str | None) -> dict[str, str]:
+    """The client's headers (read from the WSGI environ) minus everything that must not reach the provider."""
+    drop = _DROP_KEYS
+    named = environ.get("HTTP_CONNECTION")
+    if named or extra_drop:
+        drop = drop | {environ_key(name) for name in f"{named or ''},{extra_drop or ''}".split(",") if name.strip()}
     out = {}
-    for name, value in incoming.items():
-        lower = name.lower()
-        if (
-            lower in _DROP_REQUEST
-            or lower in named
-            or lower == extra_drop
-            or lower.startswith(("x-forwarded-", "x-jetpero-"))
-            or is_hop_by_hop_header(lower)
-        ):
-            continue
-        out[name] = value
+    if content_type := environ.get("CONTENT_TYPE"):
+        out["Content-Type"] = content_type
+    for key, value in environ.items():
+        if key.startswith("HTTP_") and key not in drop and not key.startswith(_DROP_PREFIXES):
+            out[key[5:].replace("_", "-").title()] = value
     return out
 
 
@@ -131,7 +155,7 @@ def response_headers(upstream_headers, *, scrubbed: bool) -> list[tuple[str, str
     out = []
     for name, value in upstream_headers.items():
         lower = name.lower()
-        if lower in _DROP_RESPONSE or is_hop_by_hop_header(lower) or lower.startswith("access-control-"):
+        if lower in _DROP_RESPONSE or lower.startswith("access-control-"):
             continue
         if scrubbed and lower in ("content-encoding", "content-length"):  # the body was decoded and changed
             continue
