@@ -29,6 +29,7 @@ def create_app(config: Config | None = None) -> Flask:
 
     vault.observer = observability.vault_observer
     worker.on_tick.append(lambda: worker.report_caches(observability.cache_counts))
+    worker.on_tick.append(observability.flush_metrics)
     worker.on_tick.append(observability.configure_logging(config.JETPERO_LOG_LEVEL).drain)
     observability.init_app(app, on_request=worker.start)  # the change-feed poller starts after the fork
     init_api(app)

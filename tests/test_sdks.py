@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import FAKE_KEY
 from tests.helpers import Project, put_provider
-from tests.upstream import OPENAI_TEXT
+from tests.upstream import ANTHROPIC_REQUEST_ID, OPENAI_REQUEST_ID, OPENAI_TEXT
 
 TEXT = "".join(OPENAI_TEXT)
 MESSAGES = [{"role": "user", "content": "Say hello"}]
@@ -65,6 +65,7 @@ def _anthropic_upstream(upstream, token: str) -> None:
 def test_openai_chat_completion(live, provider, project_token, upstream):
     completion = _openai(live, project_token).chat.completions.create(model="gpt-fake", messages=MESSAGES)
     assert completion.choices[0].message.content == TEXT
+    assert completion._request_id == OPENAI_REQUEST_ID  # the provider's id, not JetPero's
     _openai_upstream(upstream, project_token)
 
 
@@ -82,6 +83,7 @@ def test_openai_chat_completion_stream(live, provider, project_token, upstream):
 def test_anthropic_message(live, with_anthropic, project_token, upstream):
     message = _anthropic(live, project_token).messages.create(model="claude-fake", max_tokens=32, messages=MESSAGES)
     assert message.content[0].text == TEXT
+    assert message._request_id == ANTHROPIC_REQUEST_ID
     _anthropic_upstream(upstream, project_token)
 
 

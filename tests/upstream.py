@@ -8,8 +8,10 @@ A real HTTP/1.1 server on 127.0.0.1 (ephemeral port) served from a background th
 
 Routes match on the end of the path, so any prefix works (``/openai/v1/chat/completions``):
 
-- ``POST .../v1/chat/completions``  OpenAI chat completion (JSON, or SSE chunks + ``[DONE]`` if ``"stream": true``)
-- ``POST .../v1/messages``          Anthropic Message (JSON, or the SSE event sequence if ``"stream": true``)
+- ``POST .../v1/chat/completions``  OpenAI chat completion (JSON with ``x-request-id``, or SSE chunks + ``[DONE]``
+  if ``"stream": true``)
+- ``POST .../v1/messages``          Anthropic Message (JSON with ``request-id``, or the SSE event sequence if
+  ``"stream": true``)
 - ``.../redirect[?to=URL]``         302 to ``to`` (default ``http://127.0.0.1:1/``)
 - ``.../set-cookie``                200 with ``Set-Cookie`` and account-identifying headers
 - ``.../echo-key``                  401 echoing the credential received, in full and masked OpenAI-style
@@ -34,6 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 
 OPENAI_TEXT = ["Hello", " from", " the", " fake", " upstream."]
 DEFAULT_REDIRECT = "http://127.0.0.1:1/"
+OPENAI_REQUEST_ID, ANTHROPIC_REQUEST_ID = "req_fake_openai_1", "req_fake_anthropic_1"  # the providers' own ids
 SECRET_HEADERS = {
     "openai-organization": "org-secret",
     "openai-project": "proj-secret",
@@ -219,12 +222,14 @@ def _make_handler(fake: FakeUpstream) -> type[BaseHTTPRequestHandler]:
                 if stream:
                     self._stream(_openai_events(model, payload), fake.event_delay)
                 else:
-                    self._send(200, _openai_completion(model))
+                    self._send(200, _openai_completion(model), [("x-request-id", OPENAI_REQUEST_ID)])
             elif path.endswith("/v1/messages") and self.command == "POST":
                 if stream:
                     self._stream(_anthropic_events(model), fake.event_delay)
                 else:
-                    self._send(200, _anthropic_message(model, "".join(OPENAI_TEXT)))
+                    self._send(
+                        200, _anthropic_message(model, "".join(OPENAI_TEXT)), [("request-id", ANTHROPIC_REQUEST_ID)]
+                    )
             elif path.endswith("/redirect"):
                 self._send(302, {"redirect": True}, [("Location", arg("to", DEFAULT_REDIRECT))])
             elif path.endswith("/set-cookie"):
