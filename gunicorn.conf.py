@@ -5,6 +5,7 @@ log would record raw request lines, where a Gemini-style `?key=` could appear.
 """
 
 import os
+import shutil
 import tempfile
 
 from config import Config, ConfigError
@@ -30,9 +31,11 @@ limit_request_line = 8190
 # Prometheus multiprocess mode: every worker writes its metrics to memory-mapped files in one
 # directory, which /metrics on any worker aggregates. A fresh directory per master start, in
 # memory (/dev/shm) where there is one: on a disk every update would dirty a page to write back.
+# A directory made here is removed when the master exits (one set by the operator is theirs).
+_made_metrics_dir = None
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     _shm = "/dev/shm"  # noqa: S108 - a private mkdtemp directory inside it
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
+    _made_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
         prefix="jetpero-metrics-", dir=_shm if os.path.isdir(_shm) else None
     )
 
@@ -41,3 +44,8 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _made_metrics_dir:
+        shutil.rmtree(_made_metrics_dir, ignore_errors=True)
