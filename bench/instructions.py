@@ -6,13 +6,21 @@ do not, so this is the tool for judging a small change to the hot path:
     .venv/bin/python -m bench.instructions          # about 2 minutes; needs valgrind
 
 Each target serves requests in-process through Flask's test client (same 1 KB JSON body,
-same fake upstream from bench.upstream). The count of a run with few requests is subtracted
+same fake upstream from bench.upstream), as under gunicorn: gevent's monkey patching applied
+first, Prometheus in multiprocess mode (files in /dev/shm). The count of a run with few requests is subtracted
 from one with more, which cancels start-up, imports and set-up (JetPero's Vault calls
 included): what is left is the cost of the extra requests. Test-client overhead is in both
 targets, so the ratio understates JetPero's share under gunicorn slightly.
 """
 
 from __future__ import annotations
+
+import sys
+
+if __name__ == "__main__" and "--child" in sys.argv:  # as a gunicorn gevent worker does, before the app loads
+    from gevent import monkey
+
+    monkey.patch_all()
 
 import argparse
 import json
@@ -22,7 +30,6 @@ import re
 import secrets
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -158,6 +165,8 @@ def main() -> int:
     from tools import openbao
 
     work = Path(tempfile.mkdtemp(prefix="jetpero-instructions-"))
+    shm = "/dev/shm"  # noqa: S108 - a private mkdtemp directory inside it, as gunicorn.conf.py does
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(dir=shm if os.path.isdir(shm) else None)
     settings, processes = set_up(work)
     try:
         settings_file = str(work / "settings.json")
@@ -168,6 +177,7 @@ def main() -> int:
     finally:
         for process in reversed(processes):
             openbao.stop(process)
+        shutil.rmtree(os.environ.pop("PROMETHEUS_MULTIPROC_DIR"), ignore_errors=True)
     per_request = {
         target: (counts[(target, args.many)] - counts[(target, args.few)]) / (args.many - args.few)
         for target in ("floor", "jetpero")
