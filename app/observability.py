@@ -136,14 +136,15 @@ def configure_logging(level: str) -> BufferedStderr:
     return handler
 
 
-def request_line(fields: dict) -> None:
-    """The per-request line, as JsonLines would format it, at INFO on the `jetpero.request` logger."""
+def request_line(entry: dict) -> None:
+    """The per-request line (`_after` makes `entry` with the keys of a JsonLines line first)."""
     if not log.isEnabledFor(logging.INFO):
         return
     if _stream is None:  # logging not configured by JetPero (a library user): the standard path
+        fields = {k: v for k, v in entry.items() if k not in ("time", "level", "logger", "message")}
         log.info("request", extra={"fields": fields})
         return
-    entry = {"time": _utc(time.time()), "level": "INFO", "logger": log.name, "message": "request", **fields}
+    entry["time"] = _utc(time.time())
     _stream.write_line(_encode(entry))
 
 
@@ -165,39 +166,43 @@ class _Tally:
     """Request metrics in plain numbers, added to prometheus_client by `flush()`.
 
     In multiprocess mode each prometheus_client update takes a lock, checks the pid and writes
-    a memory-mapped file: five of them per proxied request cost more than the rest of the
-    metrics work. A histogram is tallied as its bucket counts and sum, and added to the
-    prometheus_client child's own bucket and sum values (prometheus_client has no public call
-    to add many observations at once; `test_observability` checks the result).
+    a memory-mapped file: the five per proxied request cost more than the rest of the metrics
+    work. Here a request takes one lock and adds to a dict. A histogram is tallied as its
+    bucket counts and sum, and added to the prometheus_client child's own bucket and sum values
+    (prometheus_client has no public call to add many observations at once; the tests check
+    what /metrics then says).
     """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.counts: dict[tuple, int] = {}  # (metric, labels) -> increments
-        self.observations: dict[tuple, list] = {}  # (histogram, labels) -> [per-bucket counts..., sum]
+        self.requests: dict[tuple[str, str, str], int] = {}  # (surface, provider, status) -> count
+        self.durations: dict[tuple, list] = {}  # (histogram, provider) -> [per-bucket counts..., sum]
 
-    def count(self, metric, labels: tuple) -> None:
-        key = (metric, labels)
-        with self.lock:
-            self.counts[key] = self.counts.get(key, 0) + 1
+    def _observe(self, histogram, provider: str, seconds: float) -> None:
+        key = (histogram, provider)
+        tally = self.durations.get(key)
+        if tally is None:
+            tally = self.durations[key] = [0] * (len(histogram._upper_bounds) + 1)
+        tally[bisect_left(histogram._upper_bounds, seconds)] += 1  # buckets are `le`: first bound >= value
+        tally[-1] += seconds
 
-    def observe(self, metric, labels: tuple, value: float) -> None:
-        key = (metric, labels)
+    def request(self, surface: str, provider: str, status: str, seconds: float, upstream: float | None) -> None:
+        """One answered request; for a proxied one also its duration and the provider's."""
+        key = (surface, provider, status)
         with self.lock:
-            tally = self.observations.get(key)
-            if tally is None:
-                tally = self.observations[key] = [0] * (len(metric._upper_bounds) + 1)
-            tally[bisect_left(metric._upper_bounds, value)] += 1  # buckets are `le`: first bound >= value
-            tally[-1] += value
+            self.requests[key] = self.requests.get(key, 0) + 1
+            if upstream is not None:
+                self._observe(PROXY_SECONDS, provider, seconds)
+                self._observe(UPSTREAM_SECONDS, provider, upstream)
 
     def flush(self) -> None:
         with self.lock:
-            counts, self.counts = self.counts, {}
-            observations, self.observations = self.observations, {}
-        for (metric, labels), n in counts.items():
-            _child(metric, *labels).inc(n)
-        for (metric, labels), tally in observations.items():
-            child = _child(metric, *labels)
+            requests, self.requests = self.requests, {}
+            durations, self.durations = self.durations, {}
+        for labels, n in requests.items():
+            _child(REQUESTS, *labels).inc(n)
+        for (histogram, provider), tally in durations.items():
+            child = _child(histogram, provider)
             for bucket, n in zip(child._buckets, tally, strict=False):
                 if n:
                     bucket.inc(n)
@@ -231,20 +236,28 @@ def _surface(path: str) -> str:
 def _after(response: Response) -> Response:
     req, ctx = request._get_current_object(), vars(g._get_current_object())  # plain dict reads
     started = ctx["started"]
-    surface = _surface(req.path)
+    rule = req.url_rule
+    route = rule.rule if rule is not None else None
+    surface = _surface(route or req.path)
     provider = ctx.get("provider")
     upstream_ms = ctx.get("upstream_ms")
-    view_args = req.view_args or {}
     fields = {
+        "time": None,  # set with duration_ms when the response is closed
+        "level": "INFO",
+        "logger": log.name,
+        "message": "request",
         "request_id": ctx["request_id"],
         "method": req.method,
-        "route": req.url_rule.rule if req.url_rule is not None else None,
-        "org": ctx.get("org") or view_args.get("org"),
-        "project": ctx.get("project") or view_args.get("project"),
+        "route": route,
+        "org": ctx.get("org"),
+        "project": ctx.get("project"),
         "provider": provider,
         "status": response.status_code,
-        "upstream_ms": round(upstream_ms, 2) if upstream_ms is not None else None,
+        "upstream_ms": None if upstream_ms is None else _hundredths(upstream_ms),
+        "duration_ms": None,
     }
+    if provider is None and req.view_args:  # admin routes name them in the path
+        fields["org"], fields["project"] = req.view_args.get("org"), req.view_args.get("project")
     streaming = ctx.get("event_stream", False)
     if streaming:
         ACTIVE_STREAMS.inc()
@@ -253,17 +266,20 @@ def _after(response: Response) -> Response:
         seconds = time.perf_counter() - started
         if streaming:
             ACTIVE_STREAMS.dec()
-        _tally.count(REQUESTS, (surface, provider or "", str(fields["status"])))
-        if surface == "proxy" and provider and upstream_ms is not None:
-            _tally.observe(PROXY_SECONDS, (provider,), seconds)
-            _tally.observe(UPSTREAM_SECONDS, (provider,), upstream_ms / 1000)
-        fields["duration_ms"] = round(seconds * 1000, 2)
+        proxied = surface == "proxy" and provider and upstream_ms is not None
+        _tally.request(surface, provider or "", str(fields["status"]), seconds, upstream_ms / 1000 if proxied else None)
+        fields["duration_ms"] = _hundredths(seconds * 1000)
         request_line(fields)
 
     response.call_on_close(done)
     # A provider's own id (OpenAI's x-request-id) is passed through: its SDK reports it.
     response.headers.setdefault("X-Request-Id", fields["request_id"])
     return response
+
+
+def _hundredths(value: float) -> float:
+    """`round(value, 2)` for the non-negative durations logged, without its decimal conversion."""
+    return int(value * 100 + 0.5) / 100
 
 
 def metrics() -> Response:

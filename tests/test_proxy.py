@@ -143,6 +143,12 @@ def test_client_never_picks_the_host_or_escapes_the_base(client, based, project_
     assert any(status == 200 for status in outcomes.values())  # the rest really reached the base
 
 
+def test_the_base_url_itself(client, based, project_token, upstream):
+    response = client.get("/proxy/based/?alt=json", headers=bearer(project_token))
+    assert response.status_code == 200
+    assert upstream.requests[-1].path == "/base/?alt=json"
+
+
 def test_raw_request_targets_on_a_real_server(live, based, project_token, upstream, evil):
     """The same over a real socket, request targets exactly as an attacker writes them."""
     port = urlsplit(live.url).port

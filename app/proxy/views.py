@@ -93,10 +93,14 @@ def _body(req):
     return None, False
 
 
-# The rule with a path first: werkzeug checks the rules listed before a match for defaults to
-# redirect to, and the rule without a path (with defaults) before it would be checked every time.
+@bp.route("/proxy/<provider>/", methods=METHODS)
+def proxy_root(provider: str):
+    """The provider's base URL itself. Its own endpoint rather than `defaults={"path": ""}` on
+    the one below: werkzeug would check every match of that one against the defaults."""
+    return proxy(provider, "")
+
+
 @bp.route("/proxy/<provider>/<path:path>", methods=METHODS)
-@bp.route("/proxy/<provider>/", defaults={"path": ""}, methods=METHODS)
 def proxy(provider: str, path: str):
     worker = _worker()
     req = request._get_current_object()  # one context lookup, not one per attribute
