@@ -11,9 +11,10 @@ import logging
 import traceback
 from http import HTTPStatus
 
-from flask import Flask, g, jsonify
+from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
+from . import observability
 from .tokens import InvalidToken
 from .vault.errors import Conflict, InvalidRequest, NotFound, PolicyDenied, Unavailable, VaultError
 
@@ -46,7 +47,7 @@ def error_response(status: int, message: str, *, errors: dict | None = None, hea
     body = {"code": status, "status": HTTPStatus(status).phrase, "message": message}
     if errors:
         body["errors"] = errors
-    body["request_id"] = g.get("request_id")
+    body["request_id"] = observability.request_id()
     response = jsonify(body)
     response.status_code = status
     for name, value in (headers or {}).items():

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, current_app, request
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ReadTimeoutError
 
-from .. import access
+from .. import access, observability
 from ..errors import ApiError
 from ..slugs import is_slug
 from ..state import Worker
@@ -113,8 +113,8 @@ def proxy(provider: str, path: str):
         raise InvalidToken("missing")
     _ensure_fresh(worker)
     claims = access.project_token(worker, token)
-    ctx = g._get_current_object()
-    ctx.org, ctx.project, ctx.provider = claims["org"], claims["project"], provider
+    entry = environ[observability.ENTRY]  # the request line's fields
+    entry["org"], entry["project"], entry["provider"] = claims["org"], claims["project"], provider
     if origin and not _origin_allowed(worker, claims, origin):
         raise ApiError(403, "This origin is not allowed for this project.")
     record, key = _provider(worker, claims, provider)
@@ -149,10 +149,12 @@ def proxy(provider: str, path: str):
         raise ApiError(504, "The provider did not answer in time.") from None
     except (HTTPError, OSError):
         raise ApiError(502, "The provider could not be reached.") from None
-    ctx.upstream_ms = (time.monotonic() - started) * 1000
+    entry["upstream_ms"] = (time.monotonic() - started) * 1000
+    if "x-request-id" in upstream.headers:
+        environ[observability.UPSTREAM_REQUEST_ID] = True
     config = worker.config
     deadline = started + config.JETPERO_UPSTREAM_DEADLINE
-    return _relay(upstream, key, token, origin, deadline, config.JETPERO_UPSTREAM_READ_TIMEOUT)
+    return _relay(upstream, key, token, origin, deadline, config.JETPERO_UPSTREAM_READ_TIMEOUT, environ)
 
 
 def _limit_silence(upstream, seconds: float) -> None:
@@ -162,7 +164,9 @@ def _limit_silence(upstream, seconds: float) -> None:
         sock.settimeout(seconds)
 
 
-def _relay(upstream, key: str, token: str, origin: str | None, deadline: float, read_timeout: float) -> Response:
+def _relay(
+    upstream, key: str, token: str, origin: str | None, deadline: float, read_timeout: float, environ: dict
+) -> Response:
     if upstream.status >= 400:
         try:
             body = upstream.read(ERROR_BODY_LIMIT, decode_content=True)
@@ -203,7 +207,7 @@ def _relay(upstream, key: str, token: str, origin: str | None, deadline: float, 
             stream(), status=upstream.status, headers=forward.response_headers(upstream.headers, scrubbed=False)
         )
         if forward.is_event_stream(upstream.headers.get("Content-Type")):
-            g.event_stream = True
+            environ[observability.EVENT_STREAM] = True
             response.headers["X-Accel-Buffering"] = "no"
             response.headers["Cache-Control"] = "no-cache"
     if origin:
