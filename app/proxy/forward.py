@@ -86,14 +86,12 @@ def token_from(environ: dict) -> str | None:
 
 
 @lru_cache(maxsize=4096)
-def _base(base_url: str) -> tuple[str, tuple[str, str], str]:
-    """A stored base URL as (what paths are appended to, (scheme, netloc), path prefix)."""
-    parts = urlsplit(base_url)
-    return base_url.rstrip("/"), (parts.scheme, parts.netloc), parts.path.rstrip("/")
+def _join(base_url: str, path: str) -> str:
+    """Stored base URL + the client's path, normalised and checked (raises BadPath).
 
-
-def upstream_url(base_url: str, path: str, query: bytes, drop_param: str | None = None) -> str:
-    """Stored base URL + the client's path, normalised; the host is never the client's to pick."""
+    Remembered per (base URL, path): an app calls the same few paths again and again. A bad
+    path raises, and a raise is not remembered.
+    """
     if _BAD_PATH.search(path):
         raise BadPath("control characters or backslash in path")
     segments = [segment for segment in path.split("/") if segment]
@@ -105,34 +103,61 @@ def upstream_url(base_url: str, path: str, query: bytes, drop_param: str | None 
         encoded = "/".join(quote(segment, safe=_PCHAR) for segment in segments)
     if path.endswith("/") and encoded:
         encoded += "/"
-    prefix, origin, base_path = _base(base_url)
-    url = f"{prefix}/{encoded}"
+    url = f"{base_url.rstrip('/')}/{encoded}"
+    base, final = urlsplit(base_url), urlsplit(url)
+    if (final.scheme, final.netloc) != (base.scheme, base.netloc) or not final.path.startswith(base.path.rstrip("/")):
+        raise BadPath("path escapes the base URL")
+    return url
+
+
+def upstream_url(base_url: str, path: str, query: bytes, drop_param: str | None = None) -> str:
+    """Stored base URL + the client's path, normalised; the host is never the client's to pick.
+    The query string is the client's, minus `drop_param` (where the key goes, if it goes there)."""
+    url = _join(base_url, path)
     if query:
         text = query.decode("latin-1")
-        if _BAD_QUERY.search(text):
+        if _BAD_QUERY.search(text):  # no '#' or whitespace: a query cannot end early or change the URL before it
             raise BadPath("invalid query string")
         if drop_param:
             text = "&".join(p for p in text.split("&") if unquote_plus(p.split("=", 1)[0]) != drop_param)
         if text:
             url = f"{url}?{text}"
-    final = urlsplit(url)
-    if (final.scheme, final.netloc) != origin or not final.path.startswith(base_path):
-        raise BadPath("path escapes the base URL")
     return url
+
+
+_DROPPED = ""  # in _names: this environ key is not forwarded
+_names: dict[str, str] = {}  # environ key -> outgoing header name, or _DROPPED
+_NAMES_MAX = 4096  # header names are the client's to choose: remembered up to this many
+
+
+def _name(key: str) -> str:
+    """The outgoing name of an environ key (`HTTP_X_CUSTOM` -> `X-Custom`), or _DROPPED."""
+    name = _names.get(key)
+    if name is None:
+        forwarded = key.startswith("HTTP_") and key not in _DROP_KEYS and not key.startswith(_DROP_PREFIXES)
+        name = key[5:].replace("_", "-").title() if forwarded else _DROPPED
+        if len(_names) < _NAMES_MAX:
+            _names[key] = name
+    return name
 
 
 def request_headers(environ: dict, *, extra_drop: str | None) -> dict[str, str]:
     """The client's headers (read from the WSGI environ) minus everything that must not reach the provider."""
-    drop = _DROP_KEYS
-    named = environ.get("HTTP_CONNECTION")
-    if named or extra_drop:
-        drop = drop | {environ_key(name) for name in f"{named or ''},{extra_drop or ''}".split(",") if name.strip()}
     out = {}
     if content_type := environ.get("CONTENT_TYPE"):
         out["Content-Type"] = content_type
+    names = _names
     for key, value in environ.items():
-        if key.startswith("HTTP_") and key not in drop and not key.startswith(_DROP_PREFIXES):
-            out[key[5:].replace("_", "-").title()] = value
+        name = names.get(key)
+        if name is None:
+            name = _name(key)
+        if name:
+            out[name] = value
+    named = environ.get("HTTP_CONNECTION")
+    if named or extra_drop:  # headers the client's Connection names, and the one the key goes in
+        for name in f"{named or ''},{extra_drop or ''}".split(","):
+            if name.strip():
+                out.pop(_name(environ_key(name)) or "-", None)
     return out
 
 
