@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from app import create_app
+from app.proxy import forward
 from tests.conftest import FAKE_KEY, free_port, make_config
 from tests.helpers import Project, assert_uniform_401, bearer, issue_token, put_provider
 from tests.servers import Listener, RawUpstream, TlsUpstream
@@ -271,6 +272,28 @@ def test_client_credentials_and_hop_by_hop_headers_never_reach_upstream(
     assert seen.header("x-custom-ok") == "kept" and seen.header("content-type") == "application/json"
     everything = (seen.path + repr(seen.headers)).encode() + seen.body
     assert project_token.encode() not in everything
+
+
+def test_header_policy_holds_past_the_remembered_names(monkeypatch):
+    """Outgoing header names are remembered per environ key up to a bound (the names are the
+    client's to choose); past it they are worked out each time, by the same policy."""
+    environ = {
+        "CONTENT_TYPE": "application/json",
+        "HTTP_X_CUSTOM_OK": "kept",
+        "HTTP_COOKIE": "session=browser-session",
+        "HTTP_X_FORWARDED_FOR": "6.6.6.6",
+        "HTTP_AUTHORIZATION": "Bearer a-token",
+        "HTTP_CONNECTION": "keep-alive, X-Named",
+        "HTTP_X_NAMED": "must-go",
+        "HTTP_X_CUSTOM_KEY": "client-chosen",
+        "REQUEST_METHOD": "POST",
+    }
+    expected = {"Content-Type": "application/json", "X-Custom-Ok": "kept"}
+    assert forward.request_headers(environ, extra_drop="x-custom-key") == expected
+    monkeypatch.setattr(forward, "_names", {})
+    monkeypatch.setattr(forward, "_NAMES_MAX", 0)
+    assert forward.request_headers(environ, extra_drop="x-custom-key") == expected
+    assert forward._names == {}
 
 
 def test_set_cookie_and_account_headers_never_returned(client, provider, project_token, upstream):
