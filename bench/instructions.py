@@ -9,8 +9,8 @@ Each target serves requests in-process through Flask's test client (same 1 KB JS
 same fake upstream from bench.upstream), as under gunicorn: gevent's monkey patching applied
 first, Prometheus in multiprocess mode (files in /dev/shm). The count of a run with few requests is subtracted
 from one with more, which cancels start-up, imports and set-up (JetPero's Vault calls
-included): what is left is the cost of the extra requests. Test-client overhead is in both
-targets, so the ratio understates JetPero's share under gunicorn slightly.
+included): what is left is the cost of the extra requests. Both targets get the same request
+(JetPero's token in Authorization), so the test client's own work is the same in both.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ def _client(target: str, settings: dict):
         os.environ["BENCH_UPSTREAM"] = settings["upstream"]
         from bench.floor import app
 
-        return app.test_client(), "/v1/chat/completions", {}
+        # The same request as JetPero gets: an SDK sends its Authorization header to any base URL.
+        return app.test_client(), "/v1/chat/completions", {"Authorization": f"Bearer {settings['token']}"}
     from app import create_app
     from config import Config
 

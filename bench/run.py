@@ -4,7 +4,8 @@
     .venv/bin/python -m bench.run --only floor,jetpero  # comma list of: direct, floor, jetpero
     .venv/bin/python -m bench.run --rounds 7 --sse 1000x20 --wait-quiet 120
 
-All selected targets are started first and stay up together. The machine is noisy, so JSON tests (1 KB POSTs)
+All selected targets are started first and stay up together, and all get the same requests (with
+JetPero's project token in Authorization, as an SDK would send it to any base URL). The machine is noisy, so JSON tests (1 KB POSTs)
 run in interleaved rounds (``--rounds``, default 5): each round measures every target at concurrency 1, then every target at 50
 (``--json-seconds`` each, default 3), the order rotating from round to round; floor and JetPero are always measured
 back to back (which one goes first alternates). Per target the table shows the median over rounds of req/s, p50
@@ -601,7 +602,11 @@ def main() -> int:
             except Exception as exc:  # report it, go on with the other targets
                 print(f"{name}: FAILED to start {exc!r}", flush=True)
                 results[name] = {"error": repr(exc)}
+        # Every target gets the same request: an SDK sends its Authorization header whatever its
+        # base URL (JetPero's project token here), and the floor and the upstream pass or ignore it.
+        shared = next((target.headers for target in running if target.headers), {})
         for target in running:
+            target.headers = shared
             results[target.name] = {"base_url": target.base, "proxy_pids": target.proxy_pids}
         if running and not args.skip_json:
             json_rounds(running, args, up_pids, results)
