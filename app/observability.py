@@ -137,7 +137,7 @@ def configure_logging(level: str) -> BufferedStderr:
 
 
 def request_line(entry: dict) -> None:
-    """The per-request line (`_after` makes `entry` with the keys of a JsonLines line first)."""
+    """The per-request line (`Observed` makes `entry` with the keys of a JsonLines line first)."""
     if not log.isEnabledFor(logging.INFO):
         return
     if _stream is None:  # logging not configured by JetPero (a library user): the standard path
