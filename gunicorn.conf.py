@@ -49,3 +49,11 @@ def child_exit(server, worker):
 def on_exit(server):
     if _made_metrics_dir:
         shutil.rmtree(_made_metrics_dir, ignore_errors=True)
+
+
+def post_worker_init(worker):
+    # What the worker has loaded by now (the app and its libraries, ~60,000 objects) lives as long
+    # as the worker: frozen, the cyclic GC's full collections no longer walk it (~35 ms each).
+    import gc
+
+    gc.freeze()
