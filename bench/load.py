@@ -243,10 +243,10 @@ async def json_load(
 class _SseStream:
     """Counts the events of one stream; records inter-arrival gaps and delays into shared lists."""
 
-    __slots__ = ("count", "delays", "gaps", "last", "tail")
+    __slots__ = ("count", "delays", "first", "gaps", "last", "tail")
 
     def __init__(self, gaps: list[float], delays: list[float]) -> None:
-        self.count, self.last, self.tail = 0, 0.0, b""
+        self.count, self.first, self.last, self.tail = 0, 0.0, 0.0, b""
         self.gaps, self.delays = gaps, delays
 
     def on_body(self, data: bytes) -> None:
@@ -262,6 +262,8 @@ class _SseStream:
             return
         if self.last:
             self.gaps.append(now - self.last)
+        else:
+            self.first = now
         self.gaps.extend([0.0] * (len(stamps) - 1))  # events that arrived in the same read
         self.last = now
         self.delays.extend(now - float(stamp) for stamp in stamps)
@@ -285,10 +287,12 @@ async def sse_load(
     gaps: list[float] = []
     delays: list[float] = []
     results: list[str] = []
+    opens: list[float] = []  # seconds from starting a stream to its first event
 
     async def one() -> None:
         stream = _SseStream(gaps, delays)
         conn: HttpConnection | None = None
+        began = time.time()
         try:
             conn = await _connect(host, port, stream.on_body)
             status = await conn.request(raw)
@@ -299,6 +303,7 @@ async def sse_load(
         except (OSError, ValueError) as exc:
             results.append("connect_error" if conn is None else type(exc).__name__)
         finally:
+            opens.append(stream.first - began if stream.first else float("inf"))
             if conn is not None:
                 conn.close()
 
@@ -332,4 +337,7 @@ async def sse_load(
         "gap_max_ms": round(max(gaps, default=float("nan")) * 1000, 1),
         "delay_p50_ms": round(percentile(delays, 50) * 1000, 1),
         "delay_p99_ms": round(percentile(delays, 99) * 1000, 1),
+        "first_event_p50_ms": round(percentile(opens, 50) * 1000, 1),
+        "first_event_p99_ms": round(percentile(opens, 99) * 1000, 1),
+        "first_event_max_ms": round(max(opens, default=float("nan")) * 1000, 1),
     }

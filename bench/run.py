@@ -204,6 +204,7 @@ def measure(coro: Coroutine[Any, Any, dict[str, Any]], groups: dict[str, list[in
             others[name] = others.get(name, 0.0) + seconds
     scale = ncpu * 100 / max(all1 - all0, 1e-9)
     top = sorted(others.items(), key=lambda item: -item[1])[:3]
+    result["cpu_seconds"] = {group: round(seconds, 3) for group, seconds in cpu.items()}
     result["cpu_pct"] = {
         **{group: round(seconds / wall * 100) for group, seconds in cpu.items()},
         "irq": round((irq1 - irq0) * scale),
@@ -357,6 +358,11 @@ def sse_tests(
             except Exception as exc:  # keep the other tests going
                 result = {"error": repr(exc)}
             timer.cancel()
+            if target.proxy_pids and result.get("events_received") and "cpu_seconds" in result:
+                # streams opened included: the proxy's CPU per relayed event, comparable between targets
+                result["proxy_cpu_us_per_event"] = round(
+                    result["cpu_seconds"]["proxy"] / result["events_received"] * 1e6
+                )
             result |= {"rate_per_s": rate, "idle_machine_cpu_pct": background} | ({"worker_fds": fds} if fds else {})
             results[target.name].setdefault("sse", {})[label] = result
             time.sleep(1.0)
@@ -488,7 +494,8 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> tupl
     if any("sse" in res for res in results.values()):
         print(f"\nSSE, {args.sse_seconds:g} s per load (streams x events/s)")
         print(f"{'load':8} {'target':8} | {'all-events':>10} {'errors':>6} | {'gap p50':>7} {'p99':>6} {'max':>6} | "
-              f"{'delay p50':>9} {'p99':>7} | CPU% {CPU_COLUMNS}; fds per proxy pid")  # fmt: skip
+              f"{'delay p50':>9} {'p99':>7} | {'1st event p99':>13} | {'proxy us/event':>14} | "
+              f"CPU% {CPU_COLUMNS}; fds per proxy pid")  # fmt: skip
     for streams, rate in args.sse:
         load = f"{streams}x{rate:g}"
         for name, res in results.items():
@@ -500,7 +507,8 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> tupl
             print(
                 f"{load:8} {name:8} | {str(sse['streams_ok']) + '/' + str(sse['streams']):>10} {sse['errors']:>6} | "
                 f"{sse['gap_p50_ms']:>7} {sse['gap_p99_ms']:>6} {sse['gap_max_ms']:>6} | "
-                f"{sse['delay_p50_ms']:>9} {sse['delay_p99_ms']:>7} | {_cpu(sse['cpu_pct'])} {sse.get('worker_fds', '')}"
+                f"{sse['delay_p50_ms']:>9} {sse['delay_p99_ms']:>7} | {sse['first_event_p99_ms']:>13} | "
+                f"{_fmt(sse.get('proxy_cpu_us_per_event'), 14)} | {_cpu(sse['cpu_pct'])} {sse.get('worker_fds', '')}"
                 + (f" errors: {sse['error_kinds']}" if sse["error_kinds"] else "")
             )
     tests = [
