@@ -96,7 +96,8 @@ class Config:
             "JETPERO_UPSTREAM_READ_TIMEOUT",
             "120",
             _positive_float,
-            "Seconds of upstream silence before a proxied call fails (504).",
+            "Seconds of provider silence before a proxied call fails (504), or its streamed body is cut"
+            " (checked every quarter of it, at most each second).",
         ),
         Variable(
             "JETPERO_UPSTREAM_DEADLINE",

@@ -14,6 +14,7 @@ import time
 
 from urllib3.util import Timeout
 
+from .proxy.silence import Silences
 from .proxy.upstream import pool_manager
 from .vault import changes
 from .vault.connection import Vault
@@ -75,6 +76,7 @@ class Worker:
         self.http = pool_manager(
             allow_private=config.JETPERO_ALLOW_PRIVATE_UPSTREAMS, ca_bundle=config.JETPERO_UPSTREAM_CA_BUNDLE
         )
+        self.silences = Silences(config.JETPERO_UPSTREAM_READ_TIMEOUT)  # relayed bodies' read timeout
         self.upstream_timeout = Timeout(
             connect=config.JETPERO_UPSTREAM_CONNECT_TIMEOUT,
             read=config.JETPERO_UPSTREAM_READ_TIMEOUT,
@@ -126,6 +128,7 @@ class Worker:
 
     def stop(self) -> None:
         self._stop.set()
+        self.silences.stop()
         if self._thread is not None:
             self._thread.join(timeout=5)
 

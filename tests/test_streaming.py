@@ -22,21 +22,33 @@ from tests.upstream import OPENAI_TEXT
 
 DEADLINE = 2.0
 READ_TIMEOUT = 5.0
+SHORT_READ_TIMEOUT = 0.5  # of `quick`, whose deadline is far
 
 
-@pytest.fixture(scope="module")
-def served(bao, approle_file, tmp_path_factory):
+def _serve(bao, approle_file, log_dir, read_timeout: float, deadline: float, workers: int = 2) -> Gunicorn:
     env = {
         "VAULT_ADDR": bao.addr,
         "VAULT_APPROLE_FILE": approle_file,
         "VAULT_TIMEOUT": "2",
         "JETPERO_ALLOW_PRIVATE_UPSTREAMS": "true",
         "JETPERO_SYNC_INTERVAL": "0.5",
-        "JETPERO_UPSTREAM_READ_TIMEOUT": str(READ_TIMEOUT),
-        "JETPERO_UPSTREAM_DEADLINE": str(DEADLINE),
+        "JETPERO_UPSTREAM_READ_TIMEOUT": str(read_timeout),
+        "JETPERO_UPSTREAM_DEADLINE": str(deadline),
         "JETPERO_LOG_LEVEL": "WARNING",
     }
-    server = Gunicorn(env, tmp_path_factory.mktemp("gunicorn") / "gunicorn.log")
+    return Gunicorn(env, log_dir / "gunicorn.log", workers=workers)
+
+
+@pytest.fixture(scope="module")
+def served(bao, approle_file, tmp_path_factory):
+    server = _serve(bao, approle_file, tmp_path_factory.mktemp("gunicorn"), READ_TIMEOUT, DEADLINE)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def quick(bao, approle_file, tmp_path_factory):
+    server = _serve(bao, approle_file, tmp_path_factory.mktemp("quick"), SHORT_READ_TIMEOUT, 30, workers=1)
     yield server
     server.stop()
 
@@ -91,6 +103,33 @@ def test_client_disconnect_closes_the_upstream(served, http, provider, project_t
     response.connection.sock.close()  # the client goes away mid-stream
     response.release_conn()
     assert upstream.wait_for(lambda: upstream.closed_streams >= 1, timeout=5)
+
+
+def test_read_timeout_cuts_a_stream_gone_silent(quick, http, provider, project_token, upstream):
+    """The second event comes 1.5 s after the first: the wait for it is cut after the read timeout."""
+    started = time.monotonic()
+    response = http.request(
+        "GET",
+        f"{quick.url}/proxy/openai/v1/drip?count=3&interval=1.5",
+        headers=bearer(project_token),
+        preload_content=False,
+    )
+    body = b"".join(chunk for _, chunk in _events(response, limit=10))
+    took = time.monotonic() - started
+    assert body == b"data: 0\n\n"
+    assert SHORT_READ_TIMEOUT <= took <= SHORT_READ_TIMEOUT * 1.25 + 0.6, took  # one sweep tick: a quarter
+    assert upstream.wait_for(lambda: upstream.closed_streams >= 1, timeout=3)
+
+
+def test_read_timeout_bounds_each_silence_not_the_stream(quick, http, provider, project_token, upstream):
+    response = http.request(
+        "GET",
+        f"{quick.url}/proxy/openai/v1/drip?count=6&interval=0.25",
+        headers=bearer(project_token),
+        preload_content=False,
+    )
+    body = b"".join(chunk for _, chunk in _events(response))
+    assert body == b"".join(b"data: %d\n\n" % n for n in range(6))  # 1.25 s in all, 0.25 s silences
 
 
 def test_deadline_bounds_an_endless_stream(served, http, provider, project_token, upstream):

@@ -16,6 +16,7 @@ from ..tokens import InvalidToken
 from ..vault import projects, provider_keys
 from ..vault.errors import NotFound
 from . import forward
+from .silence import Silences, Watch
 from .upstream import BlockedAddress
 
 log = logging.getLogger("jetpero.proxy")
@@ -154,7 +155,7 @@ def proxy(provider: str, path: str):
         environ[observability.UPSTREAM_REQUEST_ID] = True
     config = worker.config
     deadline = started + config.JETPERO_UPSTREAM_DEADLINE
-    return _relay(upstream, key, token, origin, deadline, config.JETPERO_UPSTREAM_READ_TIMEOUT, environ)
+    return _relay(upstream, key, token, origin, deadline, worker.silences, environ)
 
 
 def _limit_silence(upstream, seconds: float) -> None:
@@ -164,8 +165,13 @@ def _limit_silence(upstream, seconds: float) -> None:
         sock.settimeout(seconds)
 
 
+def _watch(upstream, silences: Silences) -> Watch | None:
+    sock = getattr(upstream.connection, "sock", None)
+    return None if sock is None else silences.watch(sock)
+
+
 def _relay(
-    upstream, key: str, token: str, origin: str | None, deadline: float, read_timeout: float, environ: dict
+    upstream, key: str, token: str, origin: str | None, deadline: float, silences: Silences, environ: dict
 ) -> Response:
     if upstream.status >= 400:
         try:
@@ -185,19 +191,31 @@ def _relay(
     else:
 
         def stream():
-            complete = False
+            # The first read waits under the socket's read timeout. Most answers end with it (the
+            # next read returns b"" without waiting); past it, the sweep of `silences` times the
+            # waits, and the socket only when the deadline is nearer than the read timeout.
+            complete, watch, first = False, None, True
             try:
-                while (left := deadline - time.monotonic()) > 0:
-                    if left < read_timeout:  # until then the socket already waits at most read_timeout
+                while (left := deadline - (now := time.monotonic())) > 0:
+                    if left < silences.limit:
                         _limit_silence(upstream, left)
+                    elif watch is not None:
+                        watch.since = now
                     chunk = upstream.read1(CHUNK)
                     if not chunk:
                         complete = True
                         break
+                    if watch is not None:
+                        watch.since = None
+                    elif first:
+                        first, watch = False, _watch(upstream, silences)
                     yield chunk
             except (HTTPError, OSError):
-                log.warning("upstream stream ended early")
+                if watch is None or not watch.cut:  # a cut is logged by the sweep
+                    log.warning("upstream stream ended early")
             finally:
+                if watch is not None and silences.forget(watch):
+                    complete = False
                 if complete:
                     upstream.release_conn()
                 else:
