@@ -504,3 +504,27 @@ def test_broken_upstream_error_bodies_fail_as_gateway_errors(api, proj, project_
         assert raw.requests == 1
     finally:
         raw.stop()
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{"a":\r\n',
+        b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"a":',
+    ],
+    ids=["chunked", "sized"],
+)
+def test_a_success_body_cut_short_reaches_the_client_cut_short(api, proj, project_token, live, reply):
+    """The provider hangs up mid-body: the client's read fails, it is not handed a short body as whole."""
+    raw = RawUpstream(reply, close=True)
+    conn = http.client.HTTPConnection("127.0.0.1", int(live.url.rsplit(":", 1)[1]), timeout=10)
+    try:
+        put_provider(api, proj, "raw", template="custom", api_key=FAKE_KEY, base_url=raw.url)
+        conn.request("GET", "/proxy/raw/v1/models", headers=bearer(project_token))
+        response = conn.getresponse()
+        assert response.status == 200
+        with pytest.raises(http.client.IncompleteRead):
+            response.read()
+    finally:
+        conn.close()
+        raw.stop()

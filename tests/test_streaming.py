@@ -60,15 +60,24 @@ def http():
     manager.clear()
 
 
-def _events(response, limit: float = 10.0) -> list[tuple[float, bytes]]:
-    """(arrival time, bytes) of each read as the client gets it."""
-    start, arrivals = time.monotonic(), []
-    while time.monotonic() - start < limit:
-        chunk = response.read1(65536)
-        if not chunk:
-            break
-        arrivals.append((time.monotonic(), chunk))
-    return arrivals
+class Reading:
+    """What a client reads of a streamed answer: (arrival time, bytes) of each read, and how it ended."""
+
+    def __init__(self, response, limit: float = 10.0) -> None:
+        start, self.arrivals, self.complete = time.monotonic(), [], False
+        while time.monotonic() - start < limit:
+            try:
+                chunk = response.read1(65536)
+            except urllib3.exceptions.ProtocolError:  # the connection dropped before the body's end
+                return
+            if not chunk:
+                self.complete = True
+                return
+            self.arrivals.append((time.monotonic(), chunk))
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(chunk for _, chunk in self.arrivals)
 
 
 def test_sse_events_reach_the_client_as_they_are_sent(served, http, provider, project_token, upstream):
@@ -83,9 +92,9 @@ def test_sse_events_reach_the_client_as_they_are_sent(served, http, provider, pr
     assert response.headers["Content-Type"].startswith("text/event-stream")
     assert response.headers["X-Accel-Buffering"] == "no"
     assert "no-cache" in response.headers["Cache-Control"]
-    arrivals = _events(response)
-    body = b"".join(chunk for _, chunk in arrivals)
-    assert body == b"".join(b"data: %d\n\n" % n for n in range(4))
+    reading = Reading(response)
+    arrivals = reading.arrivals
+    assert reading.complete and reading.body == b"".join(b"data: %d\n\n" % n for n in range(4))
     first = next(t for t, chunk in arrivals if b"data: 0" in chunk) - started
     last = next(t for t, chunk in arrivals if b"data: 3" in chunk) - started
     assert last >= 0.85  # the upstream sent the last event ~0.9 s in
@@ -114,9 +123,10 @@ def test_read_timeout_cuts_a_stream_gone_silent(quick, http, provider, project_t
         headers=bearer(project_token),
         preload_content=False,
     )
-    body = b"".join(chunk for _, chunk in _events(response, limit=10))
+    reading = Reading(response)
     took = time.monotonic() - started
-    assert body == b"data: 0\n\n"
+    assert reading.body == b"data: 0\n\n"
+    assert not reading.complete  # dropped, not ended: the client knows it did not get the whole answer
     assert SHORT_READ_TIMEOUT <= took <= SHORT_READ_TIMEOUT * 1.25 + 0.6, took  # one sweep tick: a quarter
     assert upstream.wait_for(lambda: upstream.closed_streams >= 1, timeout=3)
 
@@ -128,8 +138,10 @@ def test_read_timeout_bounds_each_silence_not_the_stream(quick, http, provider, 
         headers=bearer(project_token),
         preload_content=False,
     )
-    body = b"".join(chunk for _, chunk in _events(response))
-    assert body == b"".join(b"data: %d\n\n" % n for n in range(6))  # 1.25 s in all, 0.25 s silences
+    reading = Reading(response)
+    assert reading.complete and reading.body == b"".join(
+        b"data: %d\n\n" % n for n in range(6)
+    )  # 1.25 s in all, 0.25 s silences
 
 
 def test_deadline_bounds_an_endless_stream(served, http, provider, project_token, upstream):
@@ -140,9 +152,10 @@ def test_deadline_bounds_an_endless_stream(served, http, provider, project_token
         headers=bearer(project_token),
         preload_content=False,
     )
-    arrivals = _events(response, limit=DEADLINE + 5)
+    reading = Reading(response, limit=DEADLINE + 5)
     took = time.monotonic() - started
-    assert arrivals and DEADLINE - 0.5 <= took <= DEADLINE + 1.0, took
+    assert reading.arrivals and DEADLINE - 0.5 <= took <= DEADLINE + 1.0, took
+    assert not reading.complete
     assert upstream.wait_for(lambda: upstream.closed_streams >= 1, timeout=3)
 
 
@@ -155,9 +168,9 @@ def test_deadline_bounds_a_stream_gone_silent(served, http, provider, project_to
         headers=bearer(project_token),
         preload_content=False,
     )
-    body = b"".join(chunk for _, chunk in _events(response, limit=READ_TIMEOUT * 3))
+    reading = Reading(response, limit=READ_TIMEOUT * 3)
     took = time.monotonic() - started
-    assert b"data: 1" in body and b"data: 2" not in body
+    assert b"data: 1" in reading.body and b"data: 2" not in reading.body and not reading.complete
     assert took <= DEADLINE + 0.6, took
 
 
@@ -210,3 +223,22 @@ def test_openai_sdk_stream_through_gunicorn(served, provider, project_token, ups
     stream = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "".join(OPENAI_TEXT)
     assert upstream.requests[-1].header("authorization") == f"Bearer {FAKE_KEY}"
+
+
+def test_an_sdk_is_told_when_the_answer_is_cut(quick, provider, project_token, upstream):
+    """The provider stalls mid-answer: the SDK raises instead of returning the first words as all of it,
+    and the server logs the cut without a traceback."""
+    client = openai.OpenAI(base_url=f"{quick.url}/proxy/openai/v1", api_key=project_token, max_retries=0)
+    upstream.event_delay = SHORT_READ_TIMEOUT * 3
+    text = []
+    try:
+        stream = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], stream=True)
+        with pytest.raises(openai.APIConnectionError):
+            for chunk in stream:
+                text.append(chunk.choices[0].delta.content or "")
+    finally:
+        upstream.event_delay = 0.01
+    assert "".join(OPENAI_TEXT) not in "".join(text)
+    log = quick.log_path.read_text(errors="replace")
+    assert "upstream silent past the read timeout" in log
+    assert "Traceback" not in log

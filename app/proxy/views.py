@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 
@@ -158,6 +159,16 @@ def proxy(provider: str, path: str):
     return _relay(upstream, key, token, origin, deadline, worker.silences, environ)
 
 
+class AnswerCut(ConnectionResetError):
+    """Raised from a relayed body cut short (deadline, silence, provider failure): the server then
+    drops the connection instead of ending the body, and the client's SDK reports an incomplete
+    answer rather than taking the part it got for all of it. An ECONNRESET: gunicorn (and
+    werkzeug's server) drop the connection quietly, with no traceback in the log."""
+
+    def __init__(self) -> None:
+        super().__init__(errno.ECONNRESET, "the provider's answer was cut short")
+
+
 def _limit_silence(upstream, seconds: float) -> None:
     """The next read waits at most `seconds` (no socket once the whole body has been read)."""
     sock = getattr(upstream.connection, "sock", None)
@@ -210,6 +221,8 @@ def _relay(
                     elif first:
                         first, watch = False, _watch(upstream, silences)
                     yield chunk
+                else:
+                    log.warning("upstream answer cut at the deadline")
             except (HTTPError, OSError):
                 if watch is None or not watch.cut:  # a cut is logged by the sweep
                     log.warning("upstream stream ended early")
@@ -220,6 +233,8 @@ def _relay(
                     upstream.release_conn()
                 else:
                     upstream.close()  # client went away, deadline, or upstream failure
+            if not complete:  # not reached when the client went away (the generator was closed)
+                raise AnswerCut
 
         response = Response(
             stream(), status=upstream.status, headers=forward.response_headers(upstream.headers, scrubbed=False)
