@@ -202,9 +202,10 @@ def _relay(
     else:
 
         def stream():
-            # The first read waits under the socket's read timeout. Most answers end with it (the
-            # next read returns b"" without waiting); past it, the sweep of `silences` times the
-            # waits, and the socket only when the deadline is nearer than the read timeout.
+            # The first read waits under the socket's read timeout. Most answers end with it (a sized
+            # body read whole: the next read returns b"" without waiting); past it, the sweep of
+            # `silences` times the waits, and the socket only when the deadline is nearer than the
+            # read timeout.
             complete, watch, first = False, None, True
             try:
                 while (left := deadline - (now := time.monotonic())) > 0:
@@ -219,7 +220,9 @@ def _relay(
                     if watch is not None:
                         watch.since = None
                     elif first:
-                        first, watch = False, _watch(upstream, silences)
+                        first = False
+                        if upstream.length_remaining != 0:  # 0: the next read ends it without waiting
+                            watch = _watch(upstream, silences)
                     yield chunk
                 else:
                     log.warning("upstream answer cut at the deadline")
