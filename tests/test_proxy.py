@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import http.client
 import socket
+import time
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -479,9 +480,16 @@ def test_upstream_unreachable_is_502(api, client, proj, project_token):
 
 def test_upstream_slower_than_read_timeout_is_504(client, provider, project_token, upstream, other_app):
     quick = other_app(JETPERO_UPSTREAM_READ_TIMEOUT="0.5").test_client()
+    started = time.monotonic()
     response = quick.get("/proxy/openai/v1/slow?seconds=3", headers=bearer(project_token))
+    took = time.monotonic() - started
     assert response.status_code == 504
+    assert response.json["message"] == "The provider did not answer in time."
+    assert 0.5 <= took <= 0.5 * 1.25 + 0.5, took  # the read timeout, plus at most one sweep tick
     assert client.get("/proxy/openai/v1/slow?seconds=0.1", headers=bearer(project_token)).status_code == 200
+    # The cut connection is not reused; answers within the limit pass, however long the call in all
+    assert quick.get("/proxy/openai/v1/slow?seconds=0.3", headers=bearer(project_token)).status_code == 200
+    assert quick.get("/proxy/openai/v1/drip?count=4&interval=0.3", headers=bearer(project_token)).status_code == 200
 
 
 @pytest.mark.parametrize(

@@ -178,7 +178,10 @@ def _limit_silence(upstream, seconds: float) -> None:
 
 def _watch(upstream, silences: Silences) -> Watch | None:
     sock = getattr(upstream.connection, "sock", None)
-    return None if sock is None else silences.watch(sock)
+    if sock is None:
+        return None
+    sock.settimeout(None)  # the sweep times the waits now
+    return silences.watch(sock)
 
 
 def _relay(
