@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -67,13 +68,19 @@ def start_jetpero(upstream_url: str) -> tuple[str, dict[str, str], Callable[[], 
     processes: list = [bao]
     logs: list = []
 
-    def stop() -> None:
+    def stop(keep_logs: bool = False) -> None:
+        """Stop JetPero and its OpenBao; remove the work directory (logs, AppRole file) unless asked."""
         for process in reversed(processes):
             openbao.stop(process)
         processes.clear()
         for handle in logs:
             handle.close()
         logs.clear()
+        if keep_logs:
+            (workdir / "approle.json").unlink(missing_ok=True)
+            print(f"jetpero logs kept in {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
     try:
         approle = str(workdir / "approle.json")
@@ -120,6 +127,6 @@ def start_jetpero(upstream_url: str) -> tuple[str, dict[str, str], Callable[[], 
             "POST", f"{project}/tokens", operator, {"name": "bench", "environment": "development", "expires_in": 3600}
         )["token"]
     except BaseException:
-        stop()
+        stop(keep_logs=True)
         raise
     return f"{base}/proxy/openai", {"Authorization": f"Bearer {token}"}, stop
