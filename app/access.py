@@ -26,15 +26,17 @@ _OPERATOR_SUB = re.compile(r"operator:([0-9a-f]{16})")
 def _key(worker: Worker, kid: str, load) -> object:
     key = worker.public_keys.lookup(kid)
     if key is None:
-        version = int(kid.rsplit("/", 1)[1])
-        try:
-            raw = load().get(version)
-        except NotFound:
-            raw = None
-        if raw is None:
-            raise tokens.InvalidToken("unknown key")
-        key = tokens.okp_key(raw)
-        worker.public_keys.put(kid, key)
+
+        def fetch():
+            try:
+                raw = load().get(int(kid.rsplit("/", 1)[1]))
+            except NotFound:
+                raw = None
+            if raw is None:
+                raise tokens.InvalidToken("unknown key")
+            return tokens.okp_key(raw)
+
+        key = worker.public_keys.fill(kid, fetch)
     return key
 
 
@@ -51,6 +53,10 @@ def project_token(worker: Worker, token: str) -> dict:
     hit = _cached(worker.project_tokens, token)
     if hit is not None:
         return hit
+    return worker.project_tokens.fill(token, lambda: _verify_project_token(worker, token))
+
+
+def _verify_project_token(worker: Worker, token: str) -> dict:
     header = tokens.unverified_header(token)
     match = _PROJECT_KID.fullmatch(header["kid"])
     if not match:
@@ -68,15 +74,13 @@ def project_token(worker: Worker, token: str) -> dict:
         raise tokens.InvalidToken("unknown token") from None
     if record["revoked_at"]:
         raise tokens.InvalidToken("revoked")
-    verified = {
+    return {
         **claims,
         "org": org,
         "project": project,
         "providers": frozenset(claims["scope"].split()),
         "origins": record["allowed_origins"] or None,
     }
-    worker.project_tokens.put(token, verified)
-    return verified
 
 
 def admin_token(worker: Worker, token: str) -> dict:
@@ -84,6 +88,10 @@ def admin_token(worker: Worker, token: str) -> dict:
     hit = _cached(worker.admin_tokens, token)
     if hit is not None:
         return hit
+    return worker.admin_tokens.fill(token, lambda: _verify_admin_token(worker, token))
+
+
+def _verify_admin_token(worker: Worker, token: str) -> dict:
     header = tokens.unverified_header(token)
     if not _ADMIN_KID.fullmatch(header["kid"]):
         raise tokens.InvalidToken("kid")
@@ -104,5 +112,4 @@ def admin_token(worker: Worker, token: str) -> dict:
             raise tokens.InvalidToken("subject")
     except NotFound:
         raise tokens.InvalidToken("unknown principal") from None
-    worker.admin_tokens.put(token, verified)
     return verified

@@ -25,13 +25,33 @@ log = logging.getLogger("jetpero.sync")
 MAX_ENTRIES = 50_000  # per cache; a full cache is emptied (re-filled from Vault on demand)
 
 
+class _Flight:
+    """One load of a missing key, which the callers that miss it meanwhile wait for."""
+
+    __slots__ = ("done", "error", "value")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value = None
+        self.error: BaseException | None = None
+
+
 class Cache(dict):
-    """A dict that empties itself rather than grow without bound, and counts its hits."""
+    """A dict that empties itself rather than grow without bound, and counts its hits.
+
+    `fill` loads a missing key once however many callers miss it at the same time (a burst of
+    calls with a new token, or after a provider change, makes one set of Vault round trips, not
+    one per call), and stores the value only if nothing was evicted while it loaded: a
+    revocation applied during the load must not be undone by storing what was read before it.
+    """
 
     def __init__(self, name: str):
         super().__init__()
         self.name = name
         self.hits = self.misses = 0  # since the last `take_counts`
+        self.generation = 0  # bumped by every eviction
+        self._flights: dict = {}  # key -> _Flight of the load in progress
+        self._flights_lock = threading.Lock()
 
     def lookup(self, key):
         value = self.get(key)
@@ -45,14 +65,61 @@ class Cache(dict):
         counts, self.hits, self.misses = (self.hits, self.misses), 0, 0
         return counts
 
-    def put(self, key, value) -> None:
+    def _store(self, key, value) -> None:  # under _flights_lock
         if len(self) >= MAX_ENTRIES:
-            self.clear()
+            self._evicted()
+            super().clear()
         self[key] = value
 
+    def fill(self, key, load):
+        """`load()`'s value for a key just missed, shared with the callers that miss it meanwhile
+        (they also share its exception)."""
+        with self._flights_lock:
+            flight = self._flights.get(key)
+            leader = flight is None
+            if leader:
+                flight = self._flights[key] = _Flight()
+                generation = self.generation
+        if not leader:
+            flight.done.wait()
+            if flight.error is not None:
+                raise flight.error
+            return flight.value
+        try:
+            flight.value = load()
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            with self._flights_lock:
+                if flight.error is None and self.generation == generation:
+                    self._store(key, flight.value)
+                if self._flights.get(key) is flight:  # an eviction meanwhile has let go of it
+                    del self._flights[key]
+            flight.done.set()
+        return flight.value
+
+    # Every way out of the cache bumps the generation and lets go of the loads in progress:
+    # a caller that misses from now on starts a load of its own.
+    def _evicted(self) -> None:  # under _flights_lock
+        self.generation += 1
+        self._flights.clear()
+
+    def pop(self, key, default=None):
+        with self._flights_lock:
+            self._evicted()
+            return super().pop(key, default)
+
+    def clear(self) -> None:
+        with self._flights_lock:
+            self._evicted()
+            super().clear()
+
     def evict(self, predicate) -> None:
-        for key in [key for key, value in list(self.items()) if predicate(key, value)]:
-            self.pop(key, None)
+        with self._flights_lock:
+            self._evicted()
+            for key in [key for key, value in list(self.items()) if predicate(key, value)]:
+                super().pop(key, None)
 
 
 class Worker:

@@ -59,8 +59,7 @@ def _origin_allowed(worker: Worker, claims: dict, origin: str) -> bool:
         key = (claims["org"], claims["project"])
         record = worker.projects.lookup(key)
         if record is None:
-            record = projects.get(worker.vault, *key)
-            worker.projects.put(key, record)
+            record = worker.projects.fill(key, lambda: projects.get(worker.vault, *key))
         allowed = record["allowed_origins"]
     return origin in allowed
 
@@ -74,11 +73,14 @@ def _provider(worker: Worker, claims: dict, name: str) -> tuple[dict, str]:
     if hit is None:
         if not is_slug(name):  # never a Vault path segment unless it is a provider name
             raise ApiError(404, "That provider is not configured for this project.")
-        try:
-            hit = provider_keys.load_with_key(worker.vault, *key)
-        except NotFound:
-            raise ApiError(404, "That provider is not configured for this project.") from None
-        worker.provider_keys.put(key, hit)
+
+        def load():
+            try:
+                return provider_keys.load_with_key(worker.vault, *key)
+            except NotFound:
+                raise ApiError(404, "That provider is not configured for this project.") from None
+
+        hit = worker.provider_keys.fill(key, load)
     return hit
 
 
