@@ -156,8 +156,8 @@ def request_headers(environ: dict, *, extra_drop: str | None) -> dict[str, str]:
     named = environ.get("HTTP_CONNECTION")
     if named or extra_drop:  # headers the client's Connection names, and the one the key goes in
         for name in f"{named or ''},{extra_drop or ''}".split(","):
-            if name.strip():
-                out.pop(_name(environ_key(name)) or "-", None)
+            if name.strip() and (outgoing := _name(environ_key(name))):
+                out.pop(outgoing, None)
     return out
 
 

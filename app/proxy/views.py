@@ -211,7 +211,7 @@ def _relay(
             # body read whole: the next read returns b"" without waiting); past it, the sweep of
             # `silences` times the waits, and the socket only when the deadline is nearer than the
             # read timeout.
-            complete, watch, first = False, None, True
+            complete, watch = False, None
             try:
                 while (left := deadline - (now := time.monotonic())) > 0:
                     if left < silences.limit:
@@ -224,10 +224,8 @@ def _relay(
                         break
                     if watch is not None:
                         watch.since = None
-                    elif first:
-                        first = False
-                        if upstream.length_remaining != 0:  # 0: the next read ends it without waiting
-                            watch = _watch(upstream, silences)
+                    elif upstream.length_remaining != 0:  # 0: the next read ends it without waiting
+                        watch = _watch(upstream, silences)
                     yield chunk
                 else:
                     log.warning("upstream answer cut at the deadline")
