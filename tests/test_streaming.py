@@ -80,14 +80,19 @@ class Reading:
         return b"".join(chunk for _, chunk in self.arrivals)
 
 
-def test_sse_events_reach_the_client_as_they_are_sent(served, http, provider, project_token, upstream):
-    started = time.monotonic()
-    response = http.request(
+def _drip(http, server, token: str, count: int, interval: float):
+    """An unread streamed answer of `count` SSE events, one each `interval` seconds, through `server`."""
+    return http.request(
         "GET",
-        f"{served.url}/proxy/openai/v1/drip?count=4&interval=0.3",
-        headers=bearer(project_token),
+        f"{server.url}/proxy/openai/v1/drip?count={count}&interval={interval}",
+        headers=bearer(token),
         preload_content=False,
     )
+
+
+def test_sse_events_reach_the_client_as_they_are_sent(served, http, provider, project_token, upstream):
+    started = time.monotonic()
+    response = _drip(http, served, project_token, 4, 0.3)
     assert response.status == 200
     assert response.headers["Content-Type"].startswith("text/event-stream")
     assert response.headers["X-Accel-Buffering"] == "no"
@@ -102,12 +107,7 @@ def test_sse_events_reach_the_client_as_they_are_sent(served, http, provider, pr
 
 
 def test_client_disconnect_closes_the_upstream(served, http, provider, project_token, upstream):
-    response = http.request(
-        "GET",
-        f"{served.url}/proxy/openai/v1/drip?count=200&interval=0.05",
-        headers=bearer(project_token),
-        preload_content=False,
-    )
+    response = _drip(http, served, project_token, 200, 0.05)
     assert b"data: 0" in response.read1(65536)
     response.connection.sock.close()  # the client goes away mid-stream
     response.release_conn()
@@ -117,12 +117,7 @@ def test_client_disconnect_closes_the_upstream(served, http, provider, project_t
 def test_read_timeout_cuts_a_stream_gone_silent(quick, http, provider, project_token, upstream):
     """The second event comes 1.5 s after the first: the wait for it is cut after the read timeout."""
     started = time.monotonic()
-    response = http.request(
-        "GET",
-        f"{quick.url}/proxy/openai/v1/drip?count=3&interval=1.5",
-        headers=bearer(project_token),
-        preload_content=False,
-    )
+    response = _drip(http, quick, project_token, 3, 1.5)
     reading = Reading(response)
     took = time.monotonic() - started
     assert reading.body == b"data: 0\n\n"
@@ -132,12 +127,7 @@ def test_read_timeout_cuts_a_stream_gone_silent(quick, http, provider, project_t
 
 
 def test_read_timeout_bounds_each_silence_not_the_stream(quick, http, provider, project_token, upstream):
-    response = http.request(
-        "GET",
-        f"{quick.url}/proxy/openai/v1/drip?count=6&interval=0.25",
-        headers=bearer(project_token),
-        preload_content=False,
-    )
+    response = _drip(http, quick, project_token, 6, 0.25)
     reading = Reading(response)
     assert reading.complete and reading.body == b"".join(
         b"data: %d\n\n" % n for n in range(6)
@@ -146,12 +136,7 @@ def test_read_timeout_bounds_each_silence_not_the_stream(quick, http, provider, 
 
 def test_deadline_bounds_an_endless_stream(served, http, provider, project_token, upstream):
     started = time.monotonic()
-    response = http.request(
-        "GET",
-        f"{served.url}/proxy/openai/v1/drip?count=100000&interval=0.05",
-        headers=bearer(project_token),
-        preload_content=False,
-    )
+    response = _drip(http, served, project_token, 100000, 0.05)
     reading = Reading(response, limit=DEADLINE + 5)
     took = time.monotonic() - started
     assert reading.arrivals and DEADLINE - 0.5 <= took <= DEADLINE + 1.0, took
@@ -162,12 +147,7 @@ def test_deadline_bounds_an_endless_stream(served, http, provider, project_token
 def test_deadline_bounds_a_stream_gone_silent(served, http, provider, project_token, upstream):
     """Events every 1.5 s: the wait for the third, shorter than the read timeout, overruns the deadline."""
     started = time.monotonic()
-    response = http.request(
-        "GET",
-        f"{served.url}/proxy/openai/v1/drip?count=3&interval=1.5",
-        headers=bearer(project_token),
-        preload_content=False,
-    )
+    response = _drip(http, served, project_token, 3, 1.5)
     reading = Reading(response, limit=READ_TIMEOUT * 3)
     took = time.monotonic() - started
     assert b"data: 1" in reading.body and b"data: 2" not in reading.body and not reading.complete
