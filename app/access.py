@@ -10,13 +10,13 @@ from __future__ import annotations
 import re
 import time
 
-from . import tokens
-from .slugs import SLUG_PATTERN
+from .rules import roles, tokens
+from .rules.slugs import SLUG_PATTERN
+from .rules.tokens import ENVIRONMENTS
+from .services import members, project_tokens, signing
 from .state import Worker
-from .vault import members, project_tokens, signing
 from .vault.errors import NotFound
 
-ENVIRONMENTS = ("development", "staging", "production")
 _PROJECT_KID = re.compile(rf"({SLUG_PATTERN})/({SLUG_PATTERN})/([1-9][0-9]{{0,5}})")
 _ADMIN_KID = re.compile(r"admin/([1-9][0-9]{0,5})")
 _MEMBER_SUB = re.compile(rf"member:({SLUG_PATTERN}):([0-9a-f]{{16}})")
@@ -103,7 +103,7 @@ def _verify_admin_token(worker: Worker, token: str) -> dict:
         if operator and claims.get("role") == "operator":
             members.get_operator(worker.vault, operator.group(1))
             verified = {**claims, "org": None, "member": operator.group(1)}
-        elif member and claims.get("role") in members.ROLES:
+        elif member and claims.get("role") in roles.MEMBER_ROLES:
             record = members.get(worker.vault, member.group(1), member.group(2))
             if record["role"] != claims["role"]:
                 raise tokens.InvalidToken("role")

@@ -6,22 +6,21 @@ import os
 import sys
 
 import click
-import hvac
 from flask import Flask, current_app
 
-from . import tokens
-from .vault import members, signing
-from .vault.bootstrap import OPERATOR_POLICY, bootstrap
+from .services import members
+from .services.actor import COMMAND_LINE
+from .vault.bootstrap import admin_client, bootstrap, operator_vault_token
 from .vault.errors import VaultError
 
 
 def register(app: Flask) -> None:
-    def admin_client() -> hvac.Client:
+    def vault_admin():
         config = current_app.extensions["jetpero"].config
         token = os.environ.get("VAULT_TOKEN")
         if not token:
             raise click.ClickException("VAULT_TOKEN (an admin or root token) is required for this command.")
-        return hvac.Client(url=config.VAULT_ADDR, token=token, timeout=config.VAULT_TIMEOUT)
+        return admin_client(config.VAULT_ADDR, token, config.VAULT_TIMEOUT)
 
     @app.cli.command("bootstrap")
     @click.option(
@@ -30,7 +29,7 @@ def register(app: Flask) -> None:
     def bootstrap_command(approle_file: str | None) -> None:
         """Set Vault up for JetPero (idempotent); needs VAULT_TOKEN with admin rights."""
         config = current_app.extensions["jetpero"].config
-        for line in bootstrap(admin_client(), approle_file or config.VAULT_APPROLE_FILE):
+        for line in bootstrap(vault_admin(), approle_file or config.VAULT_APPROLE_FILE):
             click.echo(line)
         click.echo("bootstrap complete")
 
@@ -40,15 +39,7 @@ def register(app: Flask) -> None:
         """Mint an operator admin token (every org); printed once on stdout."""
         state = current_app.extensions["jetpero"]
         try:
-            operator = members.add_operator(state.vault, name=name)
-            claims = tokens.standard_claims(
-                issuer=state.config.JETPERO_ISSUER,
-                subject=f"operator:{operator['id']}",
-                audience=tokens.ADMIN_AUDIENCE,
-                ttl=state.config.JETPERO_ADMIN_TOKEN_TTL,
-            )
-            claims.update(role="operator", org=None)
-            click.echo(signing.sign_admin(state.vault, claims))
+            click.echo(members.add_operator(state.vault, state.config, COMMAND_LINE, name=name)["token"])
         except VaultError as exc:
             click.echo(f"Vault refused or is unavailable ({type(exc).__name__}); is it bootstrapped?", err=True)
             sys.exit(1)
@@ -57,7 +48,4 @@ def register(app: Flask) -> None:
     @click.option("--ttl", default="8h", help="Lifetime of the token (Vault duration).")
     def operator_vault_token_command(ttl: str) -> None:
         """Mint a Vault token for the UI: browse every org and project, never decrypt (needs VAULT_TOKEN)."""
-        auth = admin_client().auth.token.create(
-            policies=[OPERATOR_POLICY], ttl=ttl, no_default_policy=False, display_name="jetpero-operator"
-        )["auth"]
-        click.echo(auth["client_token"])
+        click.echo(operator_vault_token(vault_admin(), ttl))

@@ -15,7 +15,8 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from . import observability
-from .tokens import InvalidToken
+from .rules.tokens import InvalidToken
+from .services.errors import Invalid, NotAllowed, Refused
 from .vault.errors import Conflict, InvalidRequest, NotFound, PolicyDenied, Unavailable, VaultError
 
 log = logging.getLogger("jetpero.errors")
@@ -31,6 +32,9 @@ TABLE: dict[type[Exception], tuple[int, str]] = {
     InvalidRequest: (500, "Internal error."),
     InvalidToken: (401, "Invalid or missing token."),
 }
+
+# domain refusal -> status (their messages are written for the caller)
+REFUSALS: dict[type[Refused], int] = {NotAllowed: 403, Invalid: 422}
 
 
 class ApiError(Exception):
@@ -84,6 +88,10 @@ def _api(exc: ApiError):
     return error_response(exc.status, exc.message, headers=exc.headers)
 
 
+def _refused(exc: Refused):
+    return error_response(REFUSALS[type(exc)], exc.message)
+
+
 def _unexpected(exc: Exception):
     # Type and place only: an exception's text or traceback may quote a path or a value.
     frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
@@ -97,4 +105,5 @@ def register(app: Flask) -> None:
     app.register_error_handler(VaultError, _service)
     app.register_error_handler(InvalidToken, _service)
     app.register_error_handler(ApiError, _api)
+    app.register_error_handler(Refused, _refused)
     app.register_error_handler(Exception, _unexpected)

@@ -6,7 +6,7 @@ import time
 
 from flask import Blueprint, current_app, jsonify
 
-from .vault import signing
+from .services import signing
 from .vault.errors import VaultError
 
 bp = Blueprint("health", __name__)

@@ -16,7 +16,7 @@ from urllib3.util import Timeout
 
 from .proxy.silence import Silences
 from .proxy.upstream import pool_manager
-from .vault import changes
+from .services import changes
 from .vault.connection import Vault
 from .vault.errors import VaultError
 

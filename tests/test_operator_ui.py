@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from app.vault.orgs import REGISTRY
+from app.vault.layout import REGISTRY
 from tests.conftest import FAKE_KEY
 
 

@@ -53,7 +53,7 @@ def test_existing_namespace_is_409_and_left_alone(api, bao):
 
 @pytest.mark.parametrize("slug", ["abc.co", "tt.net", "a", "0rg", "my-org.example", "x" * 63])
 def test_valid_slugs(slug):
-    from app.slugs import slug_error
+    from app.rules.slugs import slug_error
 
     assert slug_error(slug) is None
 

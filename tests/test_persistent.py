@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app import create_app
-from app.vault import provider_keys
+from app.services import provider_keys
 from app.vault.bootstrap import bootstrap
 from tests.checks import CheckedApi, assert_error, free_port_pair
 from tests.conftest import FAKE_KEY, Bao, make_config, unique

@@ -7,8 +7,8 @@ import threading
 import hvac.exceptions
 import pytest
 
+from app.services import projects as vault_projects
 from app.vault import policies
-from app.vault import projects as vault_projects
 from app.vault.errors import Unavailable
 from tests.checks import CheckedApi, assert_clean_logs, assert_error, namespaces
 from tests.conftest import FAKE_KEY, project_path, unique

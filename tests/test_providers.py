@@ -9,7 +9,7 @@ import threading
 import hvac.exceptions
 import pytest
 
-from app.providers import TEMPLATES
+from app.rules.providers import TEMPLATES
 from app.vault import kv
 from tests.checks import CheckedApi, assert_error
 from tests.conftest import FAKE_KEY, make_config, project_path, unique

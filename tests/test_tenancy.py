@@ -11,7 +11,8 @@ import hvac
 import hvac.exceptions
 import pytest
 
-from app.vault import kv, provider_keys
+from app.services import provider_keys
+from app.vault import kv
 from app.vault.errors import PolicyDenied, VaultError
 from tests.checks import CheckedApi, assert_error
 from tests.conftest import unique

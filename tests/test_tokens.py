@@ -22,7 +22,7 @@ from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import OKPKey
 
-from app import tokens
+from app.rules import tokens
 from tests.conftest import FAKE_KEY, Api
 from tests.helpers import (
     Project,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from app import create_app
-from app.vault import changes, provider_keys
+from app.services import changes, provider_keys
 from app.vault.bootstrap import bootstrap
 from tests.checks import CheckedApi, assert_clean_logs, assert_error, free_port_pair
 from tests.conftest import FAKE_KEY, Bao, make_config, unique

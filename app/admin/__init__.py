@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 from flask_smorest import Api
+from werkzeug.routing import BaseConverter, ValidationError
 
-from ..slugs import SLUG_PATTERN, SlugConverter
+from ..rules.slugs import SLUG_PATTERN, is_slug
 from . import members, orgs, projects, providers, tokens
 from .auth import authenticate
 
 BLUEPRINTS = (orgs.blp, members.blp, projects.blp, providers.blp, tokens.blp)
 for _blp in BLUEPRINTS:
     _blp.before_request(authenticate)  # once, at import: a bad admin token is a 401 before any input is read
+
+
+class SlugConverter(BaseConverter):
+    """URL converter: a path segment that is not a valid slug does not match (404)."""
+
+    regex = SLUG_PATTERN
+
+    def to_python(self, value: str) -> str:
+        if not is_slug(value):
+            raise ValidationError()
+        return value
 
 
 def init_api(app) -> Api:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from ..vault import orgs
-from . import auth
+from ..services import cascade, orgs
+from .auth import actor
 from .context import vault
 from .schemas import Org, OrgCreate, OrgDeleteArgs
 
@@ -19,16 +19,12 @@ class Orgs(MethodView):
     @blp.response(201, Org)
     def post(self, data):
         """Create an organisation (operators)."""
-        auth.require("operator")
-        return orgs.create(vault(), slug=data["slug"], display_name=data.get("display_name", data["slug"]))
+        return orgs.create(vault(), actor(), slug=data["slug"], display_name=data.get("display_name", data["slug"]))
 
     @blp.response(200, Org(many=True))
     def get(self):
         """List the organisations you can see."""
-        who = auth.require("viewer")
-        if who["role"] == "operator":
-            return orgs.list_all(vault())
-        return [orgs.get(vault(), who["org"])]
+        return orgs.list_all(vault(), actor())
 
 
 @blp.route("/<slug:org>")
@@ -36,12 +32,10 @@ class OrgById(MethodView):
     @blp.response(200, Org)
     def get(self, org):
         """Show an organisation."""
-        auth.require("viewer", org)
-        return orgs.get(vault(), org)
+        return orgs.show(vault(), actor(), org)
 
     @blp.arguments(OrgDeleteArgs, location="query")
     @blp.response(204)
     def delete(self, args, org):
         """Delete an organisation; with projects only when `cascade=true` (their keys are destroyed)."""
-        auth.require("owner", org)
-        orgs.delete(vault(), org, cascade=args["cascade"])
+        cascade.delete_org(vault(), actor(), org, cascade=args["cascade"])

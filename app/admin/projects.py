@@ -5,9 +5,8 @@ from __future__ import annotations
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from .. import tokens
-from ..vault import projects, signing
-from . import auth
+from ..services import projects, signing
+from .auth import actor
 from .context import vault
 from .schemas import Jwks, Project, ProjectCreate, ProjectPatch
 
@@ -25,9 +24,9 @@ class Projects(MethodView):
     @blp.response(201, Project)
     def post(self, data, org):
         """Create a project: namespace, transit keys, KV, policy (all or nothing)."""
-        auth.require("admin", org)
         return projects.create(
             vault(),
+            actor(),
             org=org,
             slug=data["slug"],
             display_name=data.get("display_name", data["slug"]),
@@ -37,8 +36,7 @@ class Projects(MethodView):
     @blp.response(200, Project(many=True))
     def get(self, org):
         """List the org's projects."""
-        auth.require("viewer", org)
-        return projects.list_all(vault(), org)
+        return projects.list_all(vault(), actor(), org)
 
 
 @blp.route("/<slug:project>")
@@ -46,21 +44,18 @@ class ProjectById(MethodView):
     @blp.response(200, Project)
     def get(self, org, project):
         """Show a project."""
-        auth.require("viewer", org)
-        return projects.get(vault(), org, project)
+        return projects.show(vault(), actor(), org, project)
 
     @blp.arguments(ProjectPatch)
     @blp.response(200, Project)
     def patch(self, data, org, project):
         """Change a project's display name or allowed origins."""
-        auth.require("admin", org)
-        return projects.update(vault(), org, project, data)
+        return projects.update(vault(), actor(), org, project, data)
 
     @blp.response(204)
     def delete(self, org, project):
         """Delete a project and its namespace: its keys can never be decrypted again."""
-        auth.require("admin", org)
-        projects.delete(vault(), org, project)
+        projects.delete(vault(), actor(), org, project)
 
 
 @blp.route("/<slug:project>/jwks.json")
@@ -68,6 +63,4 @@ class ProjectJwks(MethodView):
     @blp.response(200, Jwks)
     def get(self, org, project):
         """Public keys that verify the project's tokens."""
-        auth.require("viewer", org)
-        keys = signing.project_public_keys(vault(), org, project)
-        return {"keys": [tokens.public_jwk(f"{org}/{project}/{v}", raw) for v, raw in sorted(keys.items())]}
+        return signing.project_jwks(vault(), actor(), org, project)

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 from urllib.parse import urlsplit
 
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
-from ..access import ENVIRONMENTS
-from ..providers import AUTH_TYPES, TEMPLATES, key_error
-from ..slugs import slug_error
-from ..vault.members import ROLES
+from ..rules.providers import AUTH_TYPES, TEMPLATES, key_error
+from ..rules.roles import MEMBER_ROLES
+from ..rules.slugs import slug_error
+from ..rules.tokens import ENVIRONMENTS
 
 _NAME = validate.Length(min=1, max=100)
 _HEADER_NAME = validate.Regexp(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$", error="not a valid header or parameter name")
@@ -31,43 +29,6 @@ def _origin(value: str) -> None:
         raise ValidationError("an origin has no user information")
 
 
-def literal_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The address a host names literally, in any form a resolver accepts (0x7f000001, 2130706433...)."""
-    try:
-        return ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        pass
-    try:
-        return ipaddress.ip_address(socket.inet_aton(host))
-    except OSError:
-        return None
-
-
-def base_url_error(value: str, *, allow_private: bool) -> str | None:
-    """Why a provider base URL is refused (checked again at every connection by the proxy)."""
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError:
-        return "not a valid URL"
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        return "must be an http(s) URL with a host"
-    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
-        return "must not hold user information"
-    if parts.query or parts.fragment or "?" in value or "#" in value:
-        return "must not hold a query or fragment"
-    if any(ch in value for ch in "\\\r\n\t\0 ") or "%" in parts.path or "/../" in f"{parts.path}/":
-        return "holds characters that are not allowed"
-    host = parts.hostname
-    address = literal_ip(host)
-    private = (address is not None and not address.is_global) or host == "localhost" or host.endswith(".localhost")
-    if private and not allow_private:
-        return "points at a loopback, private or link-local address"
-    if parts.scheme == "http" and not private:
-        return "must use https"
-    return None
-
-
 class OrgCreate(Schema):
     slug = fields.String(required=True, validate=_slug)
     display_name = fields.String(validate=_NAME)
@@ -85,7 +46,7 @@ class OrgDeleteArgs(Schema):
 
 class MemberCreate(Schema):
     name = fields.String(required=True, validate=_NAME)
-    role = fields.String(required=True, validate=validate.OneOf(ROLES))
+    role = fields.String(required=True, validate=validate.OneOf(MEMBER_ROLES))
 
 
 class Member(Schema):

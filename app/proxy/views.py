@@ -11,10 +11,10 @@ from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionErro
 
 from .. import access, observability
 from ..errors import ApiError
-from ..slugs import is_slug
+from ..rules.slugs import is_slug
+from ..rules.tokens import InvalidToken
+from ..services import projects, provider_keys
 from ..state import Worker
-from ..tokens import InvalidToken
-from ..vault import projects, provider_keys
 from ..vault.errors import NotFound
 from . import forward
 from .silence import Silences, Watch

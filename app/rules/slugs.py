@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 
-from werkzeug.routing import BaseConverter, ValidationError
-
 SLUG_PATTERN = r"[a-z0-9](?:[a-z0-9.-]{0,61}[a-z0-9])?"
 _SLUG = re.compile(SLUG_PATTERN)
 
@@ -29,13 +27,3 @@ def slug_error(value: str) -> str | None:
 def is_slug(value: str) -> bool:
     return slug_error(value) is None
 
-
-class SlugConverter(BaseConverter):
-    """URL converter: a path segment that is not a valid slug does not match (404)."""
-
-    regex = SLUG_PATTERN
-
-    def to_python(self, value: str) -> str:
-        if not is_slug(value):
-            raise ValidationError()
-        return value

@@ -24,6 +24,7 @@ ALGORITHM = "Ed25519"
 TYP = "JWT"
 PROXY_AUDIENCE = "jetpero-proxy"
 ADMIN_AUDIENCE = "jetpero-admin"
+ENVIRONMENTS = ("development", "staging", "production")  # a project token's `env`
 MAX_TOKEN_LENGTH = 4096
 LEEWAY = 5  # seconds of clock skew tolerated on nbf/iat (never on exp)
 

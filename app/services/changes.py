@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import json
 
-from . import kv
-from .connection import Vault
-from .errors import Conflict
+from ..vault import kv
+from ..vault.connection import Vault
+from ..vault.errors import Conflict
+from ..vault.layout import CHANGES, REGISTRY
 
-MOUNT = "jetpero-kv"
-PATH = "changes"
 KEEP = 500
 _ATTEMPTS = 20
 
 
 def read(vault: Vault) -> tuple[int, list[dict]]:
     """(latest seq, retained events), (0, []) before the first change."""
-    data, _ = vault.app(lambda c: kv.read_or_empty(c, MOUNT, PATH))
+    data, _ = vault.app(lambda c: kv.read_or_empty(c, REGISTRY, CHANGES))
     return int(data.get("seq", 0)), _events(data)
 
 
@@ -35,12 +34,12 @@ def _events(data: dict) -> list[dict]:
 def publish(vault: Vault, kind: str, **fields: str) -> int:
     """Append one event; return its seq."""
     for _ in range(_ATTEMPTS):
-        data, version = vault.app(lambda c: kv.read_or_empty(c, MOUNT, PATH))
+        data, version = vault.app(lambda c: kv.read_or_empty(c, REGISTRY, CHANGES))
         seq = int(data.get("seq", 0)) + 1
         events = [*_events(data), {"seq": seq, "kind": kind, **fields}][-KEEP:]
         record = {"seq": seq, "events": json.dumps(events, separators=(",", ":"))}
         try:
-            vault.app(lambda c, record=record, version=version: kv.write(c, MOUNT, PATH, record, cas=version))
+            vault.app(lambda c, record=record, version=version: kv.write(c, REGISTRY, CHANGES, record, cas=version))
         except Conflict:
             continue
         if vault.on_change is not None:

@@ -1,11 +1,18 @@
-"""Project-token records in the project's KV: metadata only, the value is never stored."""
+"""Project tokens: issued per environment with a scope and origins; their records in the
+project's KV hold metadata only, the value is never stored."""
 
 from __future__ import annotations
 
-from . import changes, kv, signing
-from .connection import Vault
-from .orgs import now, quietly
-from .projects import KV
+from config import Config
+
+from ..rules import tokens
+from ..vault import kv
+from ..vault.connection import Vault
+from ..vault.layout import KV, TOKENS, record
+from . import changes, projects, provider_keys, signing
+from .actor import Actor
+from .common import checked_id, now, quietly
+from .errors import Invalid
 
 PUBLIC_FIELDS = (
     "name",
@@ -18,42 +25,89 @@ PUBLIC_FIELDS = (
     "created_by",
 )
 
+ID_LENGTH = 32  # hex digits: a uuid4's (`tokens.new_jti`)
+
 
 def _public(token_id: str, data: dict) -> dict:
     return {"id": token_id, **{field: data.get(field) for field in PUBLIC_FIELDS}}
 
 
-def create(vault: Vault, org: str, project: str, *, claims: dict, record: dict) -> tuple[dict, str]:
-    """Store the record, then have Vault sign the token; no record is left if signing fails."""
+def _checked(
+    vault: Vault, config: Config, org: str, project: str, data: dict
+) -> tuple[list[str], list[str] | None]:
+    """(scope, origins) once every rule holds: lifetime, known providers, origins of the project."""
+    if data["expires_in"] > config.JETPERO_MAX_TOKEN_TTL:
+        raise Invalid(f"expires_in is above the maximum of {config.JETPERO_MAX_TOKEN_TTL} seconds.")
+    project_record = projects.get(vault, org, project)
+    scope = data.get("scope") or ["*"]
+    if scope != ["*"]:
+        unknown = sorted(set(scope) - set(provider_keys.names(vault, org, project)))
+        if unknown:
+            raise Invalid(f"scope names providers the project does not have: {', '.join(unknown)}.")
+    origins = data.get("allowed_origins")
+    if origins is not None and not set(origins) <= set(project_record["allowed_origins"]):
+        raise Invalid("allowed_origins must be a subset of the project's allowed origins.")
+    return sorted(set(scope)), origins
+
+
+def issue(vault: Vault, config: Config, actor: Actor, org: str, project: str, data: dict) -> dict:
+    """Issue a project token (developers): `data` holds `name`, `environment`, `expires_in` and
+    optionally `scope` (provider names; all when absent) and `allowed_origins` (a subset of the
+    project's). Returns the record with the value under `token`; the record is stored first, and
+    removed again if Vault cannot sign."""
+    actor.require("developer", org)
+    scope, origins = _checked(vault, config, org, project, data)
+    claims = tokens.standard_claims(
+        issuer=config.JETPERO_ISSUER, subject=f"{org}/{project}", audience=tokens.PROXY_AUDIENCE, ttl=data["expires_in"]
+    )
+    claims.update(env=data["environment"], scope=" ".join(scope))
     token_id = claims["jti"]
-    data = {**record, "created_at": now(), "revoked_at": None}
-    vault.project(org, project, lambda c: kv.write(c, KV, f"tokens/{token_id}", data, cas=0))
+    stored = {
+        "name": data["name"],
+        "environment": data["environment"],
+        "scope": scope,
+        "allowed_origins": origins,
+        "expires_at": claims["exp"],
+        "created_by": actor.subject,
+        "created_at": now(),
+        "revoked_at": None,
+    }
+    vault.project(org, project, lambda c: kv.write(c, KV, record(TOKENS, token_id), stored, cas=0))
     try:
         value = signing.sign_project(vault, org, project, claims)
     except BaseException:
-        quietly(lambda: vault.project(org, project, lambda c: kv.delete(c, KV, f"tokens/{token_id}")))
+        quietly(lambda: vault.project(org, project, lambda c: kv.delete(c, KV, record(TOKENS, token_id))))
         raise
-    return _public(token_id, data), value
+    return {**_public(token_id, stored), "token": value}
 
 
 def get(vault: Vault, org: str, project: str, token_id: str) -> dict:
-    data, _ = vault.project(org, project, lambda c: kv.read(c, KV, f"tokens/{token_id}"))
+    """The token's record (NotFound when there is none); no authorisation: callers check."""
+    data, _ = vault.project(org, project, lambda c: kv.read(c, KV, record(TOKENS, token_id)))
     return _public(token_id, data)
 
 
-def list_all(vault: Vault, org: str, project: str) -> list[dict]:
-    ids = vault.project(org, project, lambda c: kv.keys(c, KV, "tokens"))
+def show(vault: Vault, actor: Actor, org: str, project: str, token_id: str) -> dict:
+    actor.require("viewer", org)
+    return get(vault, org, project, checked_id(token_id, ID_LENGTH))
+
+
+def list_all(vault: Vault, actor: Actor, org: str, project: str) -> list[dict]:
+    actor.require("viewer", org)
+    ids = vault.project(org, project, lambda c: kv.keys(c, KV, TOKENS))
     return [get(vault, org, project, token_id) for token_id in sorted(ids)]
 
 
-def revoke(vault: Vault, org: str, project: str, token_id: str) -> dict:
-    """Mark revoked (kept for the audit trail) and tell every worker."""
+def revoke(vault: Vault, actor: Actor, org: str, project: str, token_id: str) -> dict:
+    """Mark revoked (developers; kept for the audit trail) and tell every worker."""
+    actor.require("developer", org)
+    token_id = checked_id(token_id, ID_LENGTH)
 
     def mark(client) -> dict:
-        data, version = kv.read(client, KV, f"tokens/{token_id}")
+        data, version = kv.read(client, KV, record(TOKENS, token_id))
         if not data.get("revoked_at"):
             data = {**data, "revoked_at": now()}
-            kv.write(client, KV, f"tokens/{token_id}", data, cas=version)
+            kv.write(client, KV, record(TOKENS, token_id), data, cas=version)
         return data
 
     data = vault.project(org, project, mark)

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from .. import tokens
-from . import transit
-from .connection import Vault
-from .projects import SIGNING_KEY, TRANSIT
-
-ADMIN_MOUNT = "jetpero-transit"
-ADMIN_KEY = "admin"
+from ..rules import tokens
+from ..vault import transit
+from ..vault.connection import Vault
+from ..vault.layout import ADMIN_KEY, ADMIN_MOUNT, SIGNING_KEY, TRANSIT
+from .actor import Actor
 
 
 def sign_admin(vault: Vault, claims: dict) -> str:
-    version = max(vault.app(lambda c: transit.public_keys(c, ADMIN_MOUNT, ADMIN_KEY)))
+    version = max(admin_public_keys(vault))
     return tokens.issue(
         kid=f"admin/{version}",
         claims=claims,
@@ -21,7 +19,7 @@ def sign_admin(vault: Vault, claims: dict) -> str:
 
 
 def sign_project(vault: Vault, org: str, project: str, claims: dict) -> str:
-    version = max(vault.project(org, project, lambda c: transit.public_keys(c, TRANSIT, SIGNING_KEY)))
+    version = max(project_public_keys(vault, org, project))
     return tokens.issue(
         kid=f"{org}/{project}/{version}",
         claims=claims,
@@ -37,6 +35,13 @@ def admin_public_keys(vault: Vault) -> dict[int, bytes]:
 
 def project_public_keys(vault: Vault, org: str, project: str) -> dict[int, bytes]:
     return vault.project(org, project, lambda c: transit.public_keys(c, TRANSIT, SIGNING_KEY))
+
+
+def project_jwks(vault: Vault, actor: Actor, org: str, project: str) -> dict:
+    """The JWKS of the public keys that verify the project's tokens."""
+    actor.require("viewer", org)
+    keys = project_public_keys(vault, org, project)
+    return {"keys": [tokens.public_jwk(f"{org}/{project}/{v}", raw) for v, raw in sorted(keys.items())]}
 
 
 def probe(vault: Vault) -> None:

@@ -1,4 +1,5 @@
-"""Idempotent Vault set-up, run with an admin (root) token by `flask bootstrap`.
+"""Idempotent Vault set-up, run with an admin (root) token by `flask bootstrap`; and the
+operator's Vault token for the UI, minted with the same admin token.
 
 Creates JetPero's own mounts and admin signing key, writes the policies from
 `vault-policies/`, and an AppRole for the app whose credentials go to a 0600 file.
@@ -15,11 +16,12 @@ import hvac
 import hvac.exceptions as hx
 
 from . import kv, policies, transit
-from .signing import ADMIN_KEY, ADMIN_MOUNT
+from .layout import ADMIN_KEY, ADMIN_MOUNT, APP_POLICY, APPROLE, OPERATOR_POLICY, REGISTRY
 
-APPROLE = "jetpero"
-APP_POLICY = "jetpero-app"
-OPERATOR_POLICY = "jetpero-operator"
+
+def admin_client(addr: str, token: str, timeout: float) -> hvac.Client:
+    """A client with an admin (root) token, for the commands that set Vault up."""
+    return hvac.Client(url=addr, token=token, timeout=timeout)
 
 
 def _works(client: hvac.Client, path: str) -> bool:
@@ -36,9 +38,9 @@ def bootstrap(client: hvac.Client, approle_file: str) -> list[str]:
     """Bring Vault to JetPero's layout; return what was done (for the operator to read)."""
     done = []
     mounts = client.sys.list_mounted_secrets_engines()["data"]
-    if "jetpero-kv/" not in mounts:
-        kv.enable(client, "jetpero-kv", "JetPero: org registry, operators, change feed")
-        done.append("mounted jetpero-kv")
+    if f"{REGISTRY}/" not in mounts:
+        kv.enable(client, REGISTRY, "JetPero: org registry, operators, change feed")
+        done.append(f"mounted {REGISTRY}")
     if f"{ADMIN_MOUNT}/" not in mounts:
         transit.enable(client, ADMIN_MOUNT, "JetPero: admin-token signing")
         done.append(f"mounted {ADMIN_MOUNT}")
@@ -71,3 +73,11 @@ def bootstrap(client: hvac.Client, approle_file: str) -> list[str]:
         os.chmod(approle_file, 0o600)
         done.append("issued app credentials")
     return done
+
+
+def operator_vault_token(client: hvac.Client, ttl: str) -> str:
+    """A Vault token for the UI: browse every org and project, never decrypt."""
+    auth = client.auth.token.create(
+        policies=[OPERATOR_POLICY], ttl=ttl, no_default_policy=False, display_name="jetpero-operator"
+    )["auth"]
+    return auth["client_token"]

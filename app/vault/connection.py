@@ -19,10 +19,10 @@ import hvac.exceptions as hx
 import requests
 
 from .errors import Conflict, InvalidRequest, NotFound, PolicyDenied, Unavailable
+from .layout import PROJECT_TOKEN_ROLE, project_namespace
 
 T = TypeVar("T")
 
-PROJECT_TOKEN_ROLE = "jetpero-project"  # noqa: S105 - a role name
 PROJECT_TOKEN_TTL = 3600  # seconds; re-minted when 80% of it is gone
 _RENEW_FRACTION = 0.8
 
@@ -102,7 +102,7 @@ class Vault:
         with self._lock:
             current = self._project_tokens.get(key)
         if fresh or current is None or current[1] <= time.monotonic():
-            namespace = f"{org}/{project}"
+            namespace = project_namespace(org, project)
 
             def mint(client: hvac.Client) -> tuple[str, float]:
                 auth = client.auth.token.create(role_name=PROJECT_TOKEN_ROLE, ttl=f"{PROJECT_TOKEN_TTL}s")["auth"]
@@ -112,7 +112,7 @@ class Vault:
             current = self.app(mint, namespace=namespace)
             with self._lock:
                 self._project_tokens[key] = current
-        return self._client(current[0], f"{org}/{project}")
+        return self._client(current[0], project_namespace(org, project))
 
     def forget_project(self, org: str, project: str) -> None:
         with self._lock:

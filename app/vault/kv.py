@@ -27,11 +27,6 @@ def write(client: hvac.Client, mount: str, path: str, data: dict, *, cas: int) -
     return int(response["data"]["version"])
 
 
-def history(client: hvac.Client, mount: str, path: str) -> dict:
-    """The record's metadata: versions with their times (no data)."""
-    return client.secrets.kv.v2.read_secret_metadata(path=path, mount_point=mount)["data"]
-
-
 def delete(client: hvac.Client, mount: str, path: str) -> None:
     """Remove the record and every version of it."""
     client.secrets.kv.v2.delete_metadata_and_all_versions(path=path, mount_point=mount)

@@ -1,4 +1,5 @@
-"""ACL policies, loaded from the HCL files in `vault-policies/` (their only source)."""
+"""ACL policies, loaded from the HCL files in `vault-policies/` (their only source), and the
+token role that binds the tokens it mints to one policy."""
 
 from __future__ import annotations
 
@@ -16,3 +17,14 @@ def text(name: str) -> str:
 
 def write(client: hvac.Client, name: str, policy: str | None = None) -> None:
     client.sys.create_or_update_acl_policy(name=name, policy=text(name) if policy is None else policy)
+
+
+def write_token_role(client: hvac.Client, role: str, *, policy: str, ttl: int) -> None:
+    """A role minting orphan, non-renewable tokens bound to `policy` alone, living `ttl` seconds at most."""
+    client.auth.token.create_or_update_role(
+        role_name=role,
+        allowed_policies=[policy],
+        orphan=True,
+        renewable=False,
+        token_explicit_max_ttl=f"{ttl}s",
+    )

@@ -1,0 +1,24 @@
+"""Deleting an org: its projects first (only when asked: their keys are shredded), then it."""
+
+from __future__ import annotations
+
+from ..vault import kv, namespaces
+from ..vault.connection import Vault
+from ..vault.errors import Conflict
+from ..vault.layout import ORGS, REGISTRY, record
+from . import changes, orgs, projects
+from .actor import Actor
+
+
+def delete_org(vault: Vault, actor: Actor, slug: str, *, cascade: bool) -> None:
+    """Delete the org (owners); with projects, only when `cascade` (Conflict otherwise)."""
+    actor.require("owner", slug)
+    orgs.get(vault, slug)
+    names = projects.slugs(vault, slug)
+    if names and not cascade:
+        raise Conflict()
+    for name in names:
+        projects.delete(vault, actor, slug, name)
+    namespaces.delete_and_wait(vault, None, slug)
+    vault.app(lambda c: kv.delete(c, REGISTRY, record(ORGS, slug)))
+    changes.publish(vault, "org-deleted", org=slug)

@@ -1,0 +1,32 @@
+"""Small helpers the services share: timestamps, rollback steps, ids given by callers."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from ..vault.errors import NotFound
+
+log = logging.getLogger("jetpero.services")
+
+
+def now() -> str:
+    """The current UTC time as stored in records (ISO 8601, seconds)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def quietly(fn: Callable[[], object]) -> None:
+    """Best-effort rollback step; the error that caused the rollback is the one re-raised."""
+    try:
+        fn()
+    except Exception as exc:  # noqa: BLE001
+        log.warning("rollback step failed: %s", type(exc).__name__)
+
+
+def checked_id(value: str, length: int) -> str:
+    """A member or token id as a caller gave it: anything but `length` lowercase hex digits is
+    NotFound (and never reaches a Vault path)."""
+    if len(value) != length or any(ch not in "0123456789abcdef" for ch in value):
+        raise NotFound()
+    return value
