@@ -8,8 +8,9 @@ against each other by the tests.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
 
 
 class ConfigError(RuntimeError):
@@ -51,76 +52,71 @@ class Variable:
     help: str
 
 
+def setting(default: str | None, parse: Callable[[str], object], meaning: str) -> Any:
+    """One `Config` field: its environment variable's default (None: required), parser and meaning."""
+    return field(metadata={"default": default, "parse": parse, "help": meaning})
+
+
+@dataclass(frozen=True)
 class Config:
-    """Settings read once at start-up; `Config.from_env()` validates them all."""
+    """Settings read once at start-up; `Config.from_env()` validates them all. Each field is the
+    environment variable of the same name; `Config.VARIABLES` lists them in order."""
 
-    VARIABLES = (
-        Variable("VAULT_ADDR", None, _str, "URL of the Vault/OpenBao server."),
-        Variable(
-            "VAULT_APPROLE_FILE",
-            None,
-            _str,
-            "JSON file with the app's AppRole `role_id` and `secret_id` (written by `flask bootstrap`).",
-        ),
-        Variable("VAULT_CACERT", "", _str, "CA bundle used to verify Vault's TLS certificate (empty: system CAs)."),
-        Variable(
-            "VAULT_TIMEOUT",
-            "5",
-            _positive_float,
-            "Seconds before a Vault call is abandoned (the API then answers 503).",
-        ),
-        Variable("JETPERO_ISSUER", "jetpero", _str, "`iss` claim of every token JetPero signs."),
-        Variable(
-            "JETPERO_MAX_TOKEN_TTL", "7776000", _positive_int, "Longest project-token lifetime in seconds (90 days)."
-        ),
-        Variable(
-            "JETPERO_ADMIN_TOKEN_TTL",
-            "2592000",
-            _positive_int,
-            "Lifetime in seconds of member and operator admin tokens (30 days).",
-        ),
-        Variable(
-            "JETPERO_SYNC_INTERVAL",
-            "1",
-            _positive_float,
-            "Seconds between each worker's poll of the change feed (revocation bound).",
-        ),
-        Variable(
-            "JETPERO_ALLOW_PRIVATE_UPSTREAMS",
-            "false",
-            _bool,
-            "Allow provider base URLs on loopback, private or link-local addresses.",
-        ),
-        Variable("JETPERO_UPSTREAM_CONNECT_TIMEOUT", "10", _positive_float, "Seconds to connect to a provider."),
-        Variable(
-            "JETPERO_UPSTREAM_READ_TIMEOUT",
-            "120",
-            _positive_float,
-            "Seconds of provider silence before a proxied call fails (504), or its streamed body is cut"
-            " (checked every quarter of it, at most each second).",
-        ),
-        Variable(
-            "JETPERO_UPSTREAM_DEADLINE",
-            "600",
-            _positive_float,
-            "Longest total duration in seconds of one proxied call, streams included.",
-        ),
-        Variable("JETPERO_UPSTREAM_CA_BUNDLE", "", _str, "CA bundle for provider TLS (empty: certifi's)."),
-        Variable(
-            "JETPERO_METRICS_TOKEN", "", _str, "Bearer token that /metrics requires; empty: /metrics is off (404)."
-        ),
-        Variable("JETPERO_LOG_LEVEL", "INFO", _str, "Log level of the JSON logs."),
-        Variable("JETPERO_BIND", "127.0.0.1:8000", _str, "Address gunicorn listens on."),
-        Variable("JETPERO_WORKERS", "2", _positive_int, "gunicorn worker processes (gevent workers)."),
+    VARIABLES: ClassVar[tuple[Variable, ...]]
+
+    VAULT_ADDR: str = setting(None, _str, "URL of the Vault/OpenBao server.")
+    VAULT_APPROLE_FILE: str = setting(
+        None,
+        _str,
+        "JSON file with the app's AppRole `role_id` and `secret_id` (written by `flask bootstrap`).",
     )
-
-    def __init__(self, values: dict[str, object]):
-        self._values = values
-        for key, value in values.items():
-            setattr(self, key, value)
+    VAULT_CACERT: str = setting("", _str, "CA bundle used to verify Vault's TLS certificate (empty: system CAs).")
+    VAULT_TIMEOUT: float = setting(
+        "5",
+        _positive_float,
+        "Seconds before a Vault call is abandoned (the API then answers 503).",
+    )
+    JETPERO_ISSUER: str = setting("jetpero", _str, "`iss` claim of every token JetPero signs.")
+    JETPERO_MAX_TOKEN_TTL: int = setting(
+        "7776000",
+        _positive_int,
+        "Longest project-token lifetime in seconds (90 days).",
+    )
+    JETPERO_ADMIN_TOKEN_TTL: int = setting(
+        "2592000",
+        _positive_int,
+        "Lifetime in seconds of member and operator admin tokens (30 days).",
+    )
+    JETPERO_SYNC_INTERVAL: float = setting(
+        "1",
+        _positive_float,
+        "Seconds between each worker's poll of the change feed (revocation bound).",
+    )
+    JETPERO_ALLOW_PRIVATE_UPSTREAMS: bool = setting(
+        "false",
+        _bool,
+        "Allow provider base URLs on loopback, private or link-local addresses.",
+    )
+    JETPERO_UPSTREAM_CONNECT_TIMEOUT: float = setting("10", _positive_float, "Seconds to connect to a provider.")
+    JETPERO_UPSTREAM_READ_TIMEOUT: float = setting(
+        "120",
+        _positive_float,
+        "Seconds of provider silence before a proxied call fails (504), or its streamed body is cut"
+        " (checked every quarter of it, at most each second).",
+    )
+    JETPERO_UPSTREAM_DEADLINE: float = setting(
+        "600",
+        _positive_float,
+        "Longest total duration in seconds of one proxied call, streams included.",
+    )
+    JETPERO_UPSTREAM_CA_BUNDLE: str = setting("", _str, "CA bundle for provider TLS (empty: certifi's).")
+    JETPERO_METRICS_TOKEN: str = setting("", _str, "Bearer token that /metrics requires; empty: /metrics is off (404).")
+    JETPERO_LOG_LEVEL: str = setting("INFO", _str, "Log level of the JSON logs.")
+    JETPERO_BIND: str = setting("127.0.0.1:8000", _str, "Address gunicorn listens on.")
+    JETPERO_WORKERS: int = setting("2", _positive_int, "gunicorn worker processes (gevent workers).")
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Config:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Config:
         """Read and validate every variable; raise ConfigError naming the first bad one."""
         environ = os.environ if environ is None else environ
         values: dict[str, object] = {}
@@ -137,7 +133,7 @@ class Config:
                 values[var.name] = var.parse(raw)
             except ValueError as exc:
                 raise ConfigError(f"{var.name}={raw!r} is invalid: {exc}") from None
-        return cls(values)
+        return cls(**values)
 
-    def as_dict(self) -> dict[str, object]:
-        return dict(self._values)
+
+Config.VARIABLES = tuple(Variable(name=f.name, **f.metadata) for f in fields(Config))

@@ -7,7 +7,7 @@
 # no transit encrypt/decrypt/sign/export/backup. Those are also denied explicitly, so
 # adding another policy to an operator's token cannot bring them back by accident.
 #
-# Slugs never start with "jetpero" (app/slugs.py), so no org namespace is called like the
+# Slugs never start with "jetpero" (app/rules/slugs.py), so no org namespace is called like the
 # root mounts jetpero-kv / jetpero-transit, and the "+/+/..." paths below only reach
 # those mounts through the explicit denies at the end.
 
