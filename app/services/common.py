@@ -1,4 +1,5 @@
-"""Small helpers the services share: timestamps, rollback steps, ids given by callers."""
+"""Small helpers the services share: timestamps, rollback steps, ids given by callers, and
+namespaces made all or nothing."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import logging
 import time
 from collections.abc import Callable
 
-from ..vault.errors import NotFound
+from ..vault import namespaces
+from ..vault.connection import Vault
+from ..vault.errors import Conflict, NotFound
 
 log = logging.getLogger("jetpero.services")
 
@@ -30,3 +33,17 @@ def checked_id(value: str, length: int) -> str:
     if len(value) != length or any(ch not in "0123456789abcdef" for ch in value):
         raise NotFound()
     return value
+
+
+def new_namespace(vault: Vault, parent: str | None, name: str, kind: str, provision: Callable[[], None]) -> None:
+    """Create namespace `name` under `parent`, then `provision()` it, all or nothing: one that
+    exists already (made outside JetPero) is a Conflict and left alone; after any failure past
+    its creation the namespace is deleted again."""
+    if name in vault.app(namespaces.children, namespace=parent):
+        raise Conflict()
+    vault.app(lambda c: namespaces.create(c, name, {"managed-by": "jetpero", "kind": kind}), namespace=parent)
+    try:
+        provision()
+    except BaseException:
+        quietly(lambda: namespaces.delete_and_wait(vault, parent, name))
+        raise

@@ -5,12 +5,11 @@ Deleting an org (and its projects) is `cascade.delete_org`.
 
 from __future__ import annotations
 
-from ..vault import kv, namespaces
+from ..vault import kv
 from ..vault.connection import Vault
-from ..vault.errors import Conflict
 from ..vault.layout import ORG_MOUNT, ORGS, REGISTRY, record
 from .actor import Actor
-from .common import now, quietly
+from .common import new_namespace, now, quietly
 
 
 def _public(slug: str, data: dict) -> dict:
@@ -22,16 +21,13 @@ def create(vault: Vault, actor: Actor, *, slug: str, display_name: str) -> dict:
     actor.require("operator")
     data = {"display_name": display_name, "created_at": now()}
     vault.app(lambda c: kv.write(c, REGISTRY, record(ORGS, slug), data, cas=0))  # Conflict if taken
-    created_namespace = False
-    try:
-        if slug in vault.app(namespaces.children):
-            raise Conflict()
-        vault.app(lambda c: namespaces.create(c, slug, {"managed-by": "jetpero", "kind": "org"}))
-        created_namespace = True
+
+    def provision() -> None:
         vault.app(lambda c: kv.enable(c, ORG_MOUNT, "JetPero org records"), namespace=slug)
+
+    try:
+        new_namespace(vault, None, slug, "org", provision)
     except BaseException:
-        if created_namespace:
-            quietly(lambda: namespaces.delete_and_wait(vault, None, slug))
         quietly(lambda: vault.app(lambda c: kv.delete(c, REGISTRY, record(ORGS, slug))))
         raise
     return _public(slug, data)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from ..vault import kv, namespaces, policies, transit
 from ..vault.connection import PROJECT_TOKEN_TTL, Vault
-from ..vault.errors import Conflict
 from ..vault.layout import (
     ENCRYPTION_KEY,
     KV,
@@ -23,7 +22,7 @@ from ..vault.layout import (
 )
 from . import changes, orgs
 from .actor import Actor
-from .common import now, quietly
+from .common import new_namespace, now, quietly
 
 
 def _public(org: str, slug: str, data: dict) -> dict:
@@ -56,16 +55,9 @@ def create(vault: Vault, actor: Actor, *, org: str, slug: str, display_name: str
     stamp = now()
     data = {"display_name": display_name, "allowed_origins": allowed_origins, "created_at": stamp, "updated_at": stamp}
     vault.app(lambda c: kv.write(c, ORG_MOUNT, record(PROJECTS, slug), data, cas=0), namespace=org)
-    created_namespace = False
     try:
-        if slug in vault.app(namespaces.children, namespace=org):
-            raise Conflict()
-        vault.app(lambda c: namespaces.create(c, slug, {"managed-by": "jetpero", "kind": "project"}), namespace=org)
-        created_namespace = True
-        _provision(vault, org, slug)
+        new_namespace(vault, org, slug, "project", lambda: _provision(vault, org, slug))
     except BaseException:
-        if created_namespace:
-            quietly(lambda: namespaces.delete_and_wait(vault, org, slug))
         quietly(lambda: vault.app(lambda c: kv.delete(c, ORG_MOUNT, record(PROJECTS, slug)), namespace=org))
         raise
     return _public(org, slug, data)
