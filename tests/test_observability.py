@@ -10,14 +10,15 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import create_app, observability
+from app import create_app
+from app.observability import logs
 from tests.conftest import FAKE_KEY, make_config
 
 
 @pytest.fixture
 def log_output(client):
     """What JetPero's log handler writes during the test: every line, as it reaches stderr."""
-    handler = observability._stream
+    handler = logs.handler()
     saved, handler.stream = handler.stream, io.StringIO()
     yield handler.stream
     handler.stream = saved
