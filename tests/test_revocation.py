@@ -13,10 +13,9 @@ import time
 import pytest
 
 from app.vault.bootstrap import bootstrap
-from tests.checks import free_port_pair
+from tests.checks import CheckedApi, free_port_pair
 from tests.helpers import (
     FAKE_KEY,
-    Api,
     Bao,
     Project,
     assert_uniform_401,
@@ -178,7 +177,7 @@ def test_vault_down_or_hung_fails_closed_and_recovers(own_bao, make_app, tmp_pat
         result = app.test_cli_runner().invoke(args=["operator-token", "--name", secrets.token_hex(4)])
         assert result.exit_code == 0, result.output
         client = app.test_client()
-        api = Api(client, result.output.strip())
+        api = CheckedApi(client, result.output.strip())
         proj = create_project(api)
         put_provider(api, proj, "openai", template="openai", api_key=FAKE_KEY, base_url=upstream.url)
         token = issue_token(api, proj)["token"]

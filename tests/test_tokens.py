@@ -24,6 +24,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import OKPKey
 
 from app import tokens
+from tests.checks import CheckedApi
 from tests.helpers import (
     FAKE_KEY,
     Api,
@@ -87,7 +88,7 @@ class World:
 @pytest.fixture(scope="module")
 def world(app, operator_token, bao):
     client = app.test_client()
-    api = Api(client, operator_token)
+    api = CheckedApi(client, operator_token)
     upstream = FakeUpstream()
     a, b = create_project(api), create_project(api)
     put_provider(api, a, "openai", template="openai", api_key=FAKE_KEY, base_url=upstream.url)
