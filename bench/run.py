@@ -20,6 +20,7 @@ any other process (the idle targets included) is recorded with each test. A verd
 (added p50 <= 0.3 ms; throughput >= 90% of the floor; 1000 streams x 20/s all delivered with p99 gap < 100 ms)
 closes the report. Results: printed tables and bench/results/latest.json (every round's figures included).
 Every process started here is stopped by PID at the end, errors included. A default full run takes ~3-4 minutes.
+The parts: bench.targets (processes), bench.cpu, bench.json_rounds, bench.sse, bench.report (see bench/README.md).
 """
 
 from __future__ import annotations
