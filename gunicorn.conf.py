@@ -57,3 +57,6 @@ def post_worker_init(worker):
     import gc
 
     gc.freeze()
+    # The change-feed poller of this worker: after the fork (a thread does not survive one), before
+    # the first request. Under any other server the app starts it at its first request.
+    worker.wsgi.extensions["jetpero"].start()

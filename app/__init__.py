@@ -31,10 +31,24 @@ def create_app(config: Config | None = None) -> Flask:
     worker.on_tick.append(lambda: worker.report_caches(observability.cache_counts))
     worker.on_tick.append(observability.flush_metrics)
     worker.on_tick.append(observability.configure_logging(config.JETPERO_LOG_LEVEL).drain)
-    observability.init_app(app, on_request=worker.start)  # the change-feed poller starts after the fork
+    observability.init_app(app)
+    _start_on_first_request(app, worker)
     init_api(app)
     errors.register(app)  # after flask-smorest, whose own HTTPException handler it replaces
     app.register_blueprint(proxy_bp)
     app.register_blueprint(health.bp)
     cli.register(app)
     return app
+
+
+def _start_on_first_request(app: Flask, worker: Worker) -> None:
+    """The change-feed poller starts after the fork: gunicorn's `post_worker_init` starts it
+    (gunicorn.conf.py); any other server (werkzeug, a test client) starts it at its first
+    request, through a hook that then removes itself."""
+
+    def start() -> None:
+        worker.start()
+        # A new list: Flask is iterating the current one.
+        app.before_request_funcs[None] = [hook for hook in app.before_request_funcs[None] if hook is not start]
+
+    app.before_request(start)

@@ -35,6 +35,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from tools.procs import free_port, stop
+
 ROOT = Path(__file__).resolve().parents[1]
 BODY = b'{"model":"bench-model","messages":[{"role":"user","content":"' + b"x" * 900 + b'"}]}'
 FAKE_KEY = "sk-bench-FAKE-KEY-0000000000000000"
@@ -109,7 +111,6 @@ def set_up(work: Path) -> tuple[dict, list]:
 
     from app import create_app
     from app.vault.bootstrap import bootstrap
-    from bench.run import free_port
     from config import Config
     from tools import openbao
 
@@ -163,7 +164,6 @@ def main() -> int:
     if not shutil.which("valgrind"):
         print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
         return 2
-    from tools import openbao
 
     work = Path(tempfile.mkdtemp(prefix="jetpero-instructions-"))
     shm = "/dev/shm"  # noqa: S108 - a private mkdtemp directory inside it, as gunicorn.conf.py does
@@ -177,7 +177,7 @@ def main() -> int:
             counts = dict(zip(runs, pool.map(lambda run: count(*run, settings_file, work), runs), strict=True))
     finally:
         for process in reversed(processes):
-            openbao.stop(process)
+            stop(process)
         shutil.rmtree(os.environ.pop("PROMETHEUS_MULTIPROC_DIR"), ignore_errors=True)
     per_request = {
         target: (counts[(target, args.many)] - counts[(target, args.few)]) / (args.many - args.few)

@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,16 +24,11 @@ from pathlib import Path
 import hvac
 
 from app.vault.bootstrap import bootstrap
-from tools import openbao
+from tools import openbao, procs
+from tools.procs import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_KEY = "sk-bench-FAKE-KEY-0000000000000000"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _call(method: str, url: str, token: str, body: dict | None = None) -> dict:
@@ -62,7 +56,7 @@ def _wait_ready(url: str, deadline: float) -> None:
 
 def start_jetpero(upstream_url: str) -> tuple[str, dict[str, str], Callable[[], None]]:
     workdir = Path(tempfile.mkdtemp(prefix="jetpero-bench-"))
-    bao_port, app_port = _free_port(), _free_port()
+    bao_port, app_port = free_port(), free_port()
     root_token = secrets.token_hex(16)
     bao = openbao.start_dev(bao_port, root_token, workdir / "bao.log")
     processes: list = [bao]
@@ -71,7 +65,7 @@ def start_jetpero(upstream_url: str) -> tuple[str, dict[str, str], Callable[[], 
     def stop(keep_logs: bool = False) -> None:
         """Stop JetPero and its OpenBao; remove the work directory (logs, AppRole file) unless asked."""
         for process in reversed(processes):
-            openbao.stop(process)
+            procs.stop(process)
         processes.clear()
         for handle in logs:
             handle.close()

@@ -1,17 +1,17 @@
 """Shared checks for the control-plane tests: leak-free responses and the one error shape.
 
-`CheckedApi` is the conftest `Api` with one addition: every response it receives is checked
-for things no response may ever hold (a provider key sent earlier in the session, the app's
-Vault tokens, a Vault path, a traceback). Test modules override the `api` fixture with it, so
-the conftest `org`, `project` and `provider` fixtures go through the same check.
+`CheckedApi` is `helpers.Api` with one addition: every response it receives is checked for
+things no response may ever hold (a provider key sent earlier in the session, the app's Vault
+tokens, a Vault path, a traceback). The conftest `api` fixture is one, so the `org`, `project`
+and `provider` fixtures go through the same check.
 """
 
 from __future__ import annotations
 
 import hvac.exceptions
 
-from tests.conftest import Api, free_port
-from tools import openbao
+from tests.helpers import Api
+from tools.procs import free_port, port_in_use
 
 # Vault paths and mounts, transit ciphertext, Python tracebacks.
 FORBIDDEN = (
@@ -65,9 +65,6 @@ class CheckedApi(Api):
         assert_clean(response, self.client.application)
         return response
 
-    def as_(self, token: str) -> CheckedApi:
-        return CheckedApi(self.client, token)
-
 
 def assert_error(response, status: int, field: str | None = None) -> dict:
     """The one error shape, with `field` named (in `errors` for schema errors, else the message)."""
@@ -98,7 +95,7 @@ def free_port_pair() -> int:
     """A free port whose successor (a persistent server's cluster port) is free too."""
     for _ in range(50):
         port = free_port()
-        if port < 65534 and not openbao._port_in_use(port + 1):
+        if port < 65534 and not port_in_use(port + 1):
             return port
     raise RuntimeError("no free port pair")
 

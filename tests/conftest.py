@@ -1,49 +1,37 @@
 """Fixtures: a real OpenBao (dev mode) started for the session, JetPero bootstrapped against it.
 
-Composable like flaskr's: `bao` -> `config` -> `app` -> `client` -> `api` (an operator) ->
-`org` -> `project` -> `provider`. Only fixtures hold the root token; the app runs under its
-own least-privilege AppRole from `vault-policies/`.
+Composable like flaskr's: `bao` -> `config` -> `app` -> `client` -> `api` (an operator, every
+response checked by `tests.checks`) -> `org` -> `project` -> `provider`. `make_app(**overrides)`
+builds further apps (other workers, other configs, other Vaults). Only fixtures hold the root
+token; the app runs under its own least-privilege AppRole from `vault-policies/`.
+Helpers and constants live in `tests.helpers`; nothing imports this module.
 """
 
 from __future__ import annotations
 
 import secrets
-import uuid
-from dataclasses import dataclass
 
-import hvac
 import pytest
 
 from app import create_app
 from app.vault.bootstrap import bootstrap
-from config import Config
-from tests.servers import LiveServer, free_port
+from tests.checks import CheckedApi
+from tests.helpers import FAKE_KEY, Bao, make_config, project_path, unique
+from tests.servers import LiveServer
 from tests.upstream import FakeUpstream
-from tools import openbao
-
-FAKE_KEY = "sk-fake-TESTKEY-0000000000000000-abcd"  # obviously fake provider key
-
-
-@dataclass
-class Bao:
-    addr: str
-    root_token: str
-    process: object
-
-    def root(self, namespace: str | None = None) -> hvac.Client:
-        return hvac.Client(url=self.addr, token=self.root_token, namespace=namespace)
+from tools import openbao, procs
 
 
 @pytest.fixture(scope="session")
 def bao(tmp_path_factory):
-    port = free_port()
+    port = procs.free_port()
     token = secrets.token_hex(16)
     log = tmp_path_factory.mktemp("bao") / "bao.log"
     process = openbao.start_dev(port, token, log)
     try:
         yield Bao(addr=openbao.address(port), root_token=token, process=process)
     finally:
-        openbao.stop(process)
+        procs.stop(process)
 
 
 @pytest.fixture(scope="session")
@@ -51,19 +39,6 @@ def approle_file(bao, tmp_path_factory):
     path = str(tmp_path_factory.mktemp("creds") / "approle.json")
     bootstrap(bao.root(), path)
     return path
-
-
-def make_config(bao: Bao, approle_file: str, **overrides) -> Config:
-    environ = {
-        "VAULT_ADDR": bao.addr,
-        "VAULT_APPROLE_FILE": approle_file,
-        "VAULT_TIMEOUT": "2",
-        "JETPERO_ALLOW_PRIVATE_UPSTREAMS": "true",  # the fake upstream is on loopback
-        "JETPERO_SYNC_INTERVAL": "0.5",
-        "JETPERO_UPSTREAM_READ_TIMEOUT": "5",
-    }
-    environ.update({k: str(v) for k, v in overrides.items()})
-    return Config.from_env(environ)
 
 
 @pytest.fixture(scope="session")
@@ -76,6 +51,22 @@ def app(config):
     app = create_app(config)
     yield app
     app.extensions["jetpero"].stop()
+
+
+@pytest.fixture(scope="module")
+def make_app(bao, approle_file):
+    """`make_app(bao=None, approle_file=None, **config_overrides)`: another app (another worker),
+    on the session's Vault unless given another; every one is stopped at the end of the module."""
+    made = []
+
+    def build(*, bao: Bao = bao, approle_file: str = approle_file, **overrides):
+        built = create_app(make_config(bao, approle_file, **overrides))
+        made.append(built)
+        return built
+
+    yield build
+    for built in made:
+        built.extensions["jetpero"].stop()
 
 
 @pytest.fixture
@@ -91,36 +82,6 @@ def live(app):
     server.stop()
 
 
-class Api:
-    """The admin API as one bearer sees it."""
-
-    def __init__(self, client, token: str):
-        self.client = client
-        self.token = token
-
-    def call(self, method: str, path: str, **kwargs):
-        headers = {"Authorization": f"Bearer {self.token}", **kwargs.pop("headers", {})}
-        return self.client.open(f"/api/v1{path}", method=method, headers=headers, **kwargs)
-
-    def get(self, path, **kw):
-        return self.call("GET", path, **kw)
-
-    def post(self, path, **kw):
-        return self.call("POST", path, **kw)
-
-    def put(self, path, **kw):
-        return self.call("PUT", path, **kw)
-
-    def patch(self, path, **kw):
-        return self.call("PATCH", path, **kw)
-
-    def delete(self, path, **kw):
-        return self.call("DELETE", path, **kw)
-
-    def as_(self, token: str) -> Api:
-        return Api(self.client, token)
-
-
 @pytest.fixture(scope="session")
 def operator_token(app):
     result = app.test_cli_runner().invoke(args=["operator-token", "--name", "test-operator"])
@@ -130,11 +91,7 @@ def operator_token(app):
 
 @pytest.fixture
 def api(client, operator_token):
-    return Api(client, operator_token)
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+    return CheckedApi(client, operator_token)
 
 
 @pytest.fixture
@@ -168,11 +125,6 @@ def provider(api, project, upstream):
     )
     assert response.status_code == 200, response.json
     return "openai"
-
-
-def project_path(project: str) -> str:
-    org, slug = project.split("/")
-    return f"/orgs/{org}/projects/{slug}"
 
 
 @pytest.fixture

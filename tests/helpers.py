@@ -1,4 +1,4 @@
-"""Shared helpers for the data-plane tests: projects set up through the admin API, forged JWS.
+"""Shared helpers: the admin API client, configs, projects set up through the admin API, forged JWS.
 
 Forging: the tests hold Vault's root token, so they can have a project's own transit key sign
 whatever header and claims they build (`Signer`). A claim-level attack signed that way fails
@@ -9,12 +9,78 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from dataclasses import dataclass
 
-from app.vault import transit
-from tests.conftest import Api, unique
+import hvac
 
+from app.vault import transit
+from config import Config
+
+FAKE_KEY = "sk-fake-TESTKEY-0000000000000000-abcd"  # obviously fake provider key
 UNIFORM_401 = {"code": 401, "status": "Unauthorized", "message": "Invalid or missing token."}
+
+
+@dataclass
+class Bao:
+    addr: str
+    root_token: str
+    process: object
+
+    def root(self, namespace: str | None = None) -> hvac.Client:
+        return hvac.Client(url=self.addr, token=self.root_token, namespace=namespace)
+
+
+def make_config(bao: Bao, approle_file: str, **overrides) -> Config:
+    environ = {
+        "VAULT_ADDR": bao.addr,
+        "VAULT_APPROLE_FILE": approle_file,
+        "VAULT_TIMEOUT": "2",
+        "JETPERO_ALLOW_PRIVATE_UPSTREAMS": "true",  # the fake upstream is on loopback
+        "JETPERO_SYNC_INTERVAL": "0.5",
+        "JETPERO_UPSTREAM_READ_TIMEOUT": "5",
+    }
+    environ.update({k: str(v) for k, v in overrides.items()})
+    return Config.from_env(environ)
+
+
+class Api:
+    """The admin API as one bearer sees it (the `api` fixture is its checked kind, `CheckedApi`)."""
+
+    def __init__(self, client, token: str):
+        self.client = client
+        self.token = token
+
+    def call(self, method: str, path: str, **kwargs):
+        headers = {"Authorization": f"Bearer {self.token}", **kwargs.pop("headers", {})}
+        return self.client.open(f"/api/v1{path}", method=method, headers=headers, **kwargs)
+
+    def get(self, path, **kw):
+        return self.call("GET", path, **kw)
+
+    def post(self, path, **kw):
+        return self.call("POST", path, **kw)
+
+    def put(self, path, **kw):
+        return self.call("PUT", path, **kw)
+
+    def patch(self, path, **kw):
+        return self.call("PATCH", path, **kw)
+
+    def delete(self, path, **kw):
+        return self.call("DELETE", path, **kw)
+
+    def as_(self, token: str) -> Api:
+        return type(self)(self.client, token)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def project_path(project: str) -> str:
+    org, slug = project.split("/")
+    return f"/orgs/{org}/projects/{slug}"
 
 
 @dataclass(frozen=True)

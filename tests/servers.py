@@ -28,13 +28,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from werkzeug.serving import make_server
 
+from tools.procs import free_port, stop
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class _Served:
@@ -234,10 +230,4 @@ class Gunicorn:
         raise RuntimeError(f"gunicorn did not start: {self.log_path.read_text()[-2000:]}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()  # by PID: gunicorn's arbiter stops its own workers
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop(self.process, timeout=15)  # by PID: gunicorn's arbiter stops its own workers

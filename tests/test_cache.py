@@ -11,10 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from app import access, create_app
+from app import access
 from app.proxy import views
 from app.state import Cache
-from tests.conftest import make_config
 from tests.helpers import bearer
 from tests.servers import LiveServer
 
@@ -106,7 +105,7 @@ def test_every_eviction_counts(evict):
 
 
 def test_a_burst_of_proxied_calls_on_a_cold_worker_reads_vault_once(
-    bao, approle_file, provider, project_token, upstream, monkeypatch
+    make_app, provider, project_token, upstream, monkeypatch
 ):
     """Twenty calls at once with a token and provider this worker has not seen: one token
     verification and one provider-key read from Vault, not twenty."""
@@ -124,13 +123,11 @@ def test_a_burst_of_proxied_calls_on_a_cold_worker_reads_vault_once(
 
     monkeypatch.setattr(access, "_verify_project_token", counted_verify)
     monkeypatch.setattr(views.provider_keys, "load_with_key", counted_load)
-    app = create_app(make_config(bao, approle_file))
-    server = LiveServer(app)
+    server = LiveServer(make_app())
     try:
         url = f"{server.url}/proxy/openai/v1/models"
         statuses = _burst(20, lambda: requests.get(url, headers=bearer(project_token), timeout=30).status_code)
     finally:
         server.stop()
-        app.extensions["jetpero"].stop()
     assert statuses == [200] * 20
     assert counts == {"tokens": 1, "keys": 1}

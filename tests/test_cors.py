@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import FAKE_KEY
-from tests.helpers import bearer, create_project, issue_token, put_provider
+from tests.helpers import FAKE_KEY, bearer, create_project, issue_token, put_provider
 
 APP = "https://app.example.com"
 ADMIN = "https://admin.example.com"

@@ -10,14 +10,14 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import create_app, observability
-from tests.conftest import FAKE_KEY, make_config
+from app.observability import logs
+from tests.helpers import FAKE_KEY
 
 
 @pytest.fixture
 def log_output(client):
     """What JetPero's log handler writes during the test: every line, as it reaches stderr."""
-    handler = observability._stream
+    handler = logs.handler()
     saved, handler.stream = handler.stream, io.StringIO()
     yield handler.stream
     handler.stream = saved
@@ -76,10 +76,8 @@ def test_metrics_off_by_default(client):
 
 
 @pytest.fixture(scope="module")
-def metrics_app(bao, approle_file):
-    app = create_app(make_config(bao, approle_file, JETPERO_METRICS_TOKEN="scrape-secret"))
-    yield app
-    app.extensions["jetpero"].stop()
+def metrics_app(make_app):
+    return make_app(JETPERO_METRICS_TOKEN="scrape-secret")
 
 
 def test_metrics_need_their_token(metrics_app):

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from app.vault.layout import REGISTRY
-from tests.conftest import FAKE_KEY
+from tests.helpers import FAKE_KEY
 
 
 @pytest.fixture

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.checks import CheckedApi, assert_error, namespaces
-from tests.conftest import unique
-
-
-@pytest.fixture
-def api(client, operator_token):
-    return CheckedApi(client, operator_token)
+from tests.checks import assert_error, namespaces
+from tests.helpers import unique
 
 
 def test_create_list_get_delete(api, bao):

@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
-from app import create_app
 from app.services import provider_keys
 from app.vault.bootstrap import bootstrap
 from tests.checks import CheckedApi, assert_error, free_port_pair
-from tests.conftest import FAKE_KEY, Bao, make_config, unique
-from tools import openbao
+from tests.helpers import FAKE_KEY, Bao, unique
+from tools import openbao, procs
 
 
-def _app(port: int, root_token: str, proc, approle: str):
+def _app(make_app, port: int, root_token: str, proc, approle: str):
     bao = Bao(addr=openbao.address(port), root_token=root_token, process=proc)
-    return bao, create_app(make_config(bao, approle))
+    return bao, make_app(bao=bao, approle_file=approle)
 
 
-def test_restart_keeps_everything(tmp_path, upstream):
+def test_restart_keeps_everything(make_app, tmp_path, upstream):
     data_dir, approle = tmp_path / "bao", str(tmp_path / "approle.json")
     port = free_port_pair()
     proc, root_token = openbao.start_persistent(data_dir, port)
     apps = []
     try:
-        bao, app = _app(port, root_token, proc, approle)
+        bao, app = _app(make_app, port, root_token, proc, approle)
         apps.append(app)
         assert "issued app credentials" in bootstrap(bao.root(), approle)
         result = app.test_cli_runner().invoke(args=["operator-token", "--name", "persistent"])
@@ -42,14 +41,14 @@ def test_restart_keeps_everything(tmp_path, upstream):
         r = api.post(f"{project}/tokens", json={"name": "web", "environment": "production", "expires_in": 3600})
         project_token = r.json["token"]
         app.extensions["jetpero"].stop()
-        openbao.stop(proc)
+        procs.stop(proc)
 
         # Restart on another port; a new app (fresh caches) must find everything in Vault.
         assert openbao.health(port)[0] is None
         port = free_port_pair()
         proc, restarted_root = openbao.start_persistent(data_dir, port)
         assert restarted_root == root_token
-        bao, app = _app(port, root_token, proc, approle)
+        bao, app = _app(make_app, port, root_token, proc, approle)
         apps.append(app)
         done = bootstrap(bao.root(), approle)  # idempotent: nothing re-made, credentials still work
         assert not [step for step in done if step.startswith(("mounted", "created", "issued", "enabled"))], done
@@ -80,4 +79,4 @@ def test_restart_keeps_everything(tmp_path, upstream):
     finally:
         for app in apps:
             app.extensions["jetpero"].stop()
-        openbao.stop(proc)
+        procs.stop(proc)

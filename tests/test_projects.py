@@ -11,12 +11,7 @@ from app.services import projects as vault_projects
 from app.vault import policies
 from app.vault.errors import Unavailable
 from tests.checks import CheckedApi, assert_clean_logs, assert_error, namespaces
-from tests.conftest import FAKE_KEY, project_path, unique
-
-
-@pytest.fixture
-def api(client, operator_token):
-    return CheckedApi(client, operator_token)
+from tests.helpers import FAKE_KEY, project_path, unique
 
 
 def _ciphertext(bao, project: str, provider: str = "openai") -> str:

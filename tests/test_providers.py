@@ -12,26 +12,17 @@ import pytest
 from app.rules.providers import TEMPLATES
 from app.vault import kv
 from tests.checks import CheckedApi, assert_error
-from tests.conftest import FAKE_KEY, make_config, project_path, unique
+from tests.helpers import FAKE_KEY, project_path, unique
 
 KEY_A = "sk-fake-AAAAAAAAAAAAAAAAAAAAAAAA-aaa1"
 KEY_B = "sk-fake-BBBBBBBBBBBBBBBBBBBBBBBB-bbb2"
 KEY_C = "sk-fake-CCCCCCCCCCCCCCCCCCCCCCCC-ccc3"
 
 
-@pytest.fixture
-def api(client, operator_token):
-    return CheckedApi(client, operator_token)
-
-
 @pytest.fixture(scope="module")
-def strict_app(bao, approle_file):
+def strict_app(make_app):
     """An app that refuses private upstreams (the default outside tests)."""
-    from app import create_app
-
-    app = create_app(make_config(bao, approle_file, JETPERO_ALLOW_PRIVATE_UPSTREAMS="false"))
-    yield app
-    app.extensions["jetpero"].stop()
+    return make_app(JETPERO_ALLOW_PRIVATE_UPSTREAMS="false")
 
 
 @pytest.fixture(scope="module")

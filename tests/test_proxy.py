@@ -13,12 +13,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from app import create_app
 from app.proxy import forward
-from tests.conftest import FAKE_KEY, free_port, make_config
-from tests.helpers import Project, assert_uniform_401, bearer, issue_token, put_provider
+from tests.helpers import FAKE_KEY, Project, assert_uniform_401, bearer, issue_token, put_provider
 from tests.servers import Listener, RawUpstream, TlsUpstream
 from tests.upstream import SECRET_HEADERS, FakeUpstream, mask_key
+from tools.procs import free_port
 
 
 @pytest.fixture
@@ -38,21 +37,6 @@ def based(api, proj, upstream):
     """A custom provider `based` whose base URL has a path: `<upstream>/base`."""
     put_provider(api, proj, "based", template="custom", api_key=FAKE_KEY, base_url=f"{upstream.url}/base")
     return "based"
-
-
-@pytest.fixture
-def other_app(bao, approle_file):
-    """Build extra apps (other workers, other configs); their pollers are stopped afterwards."""
-    apps = []
-
-    def build(**overrides):
-        made = create_app(make_config(bao, approle_file, **overrides))
-        apps.append(made)
-        return made
-
-    yield build
-    for made in apps:
-        made.extensions["jetpero"].stop()
 
 
 def _forwarded_only_under(upstream: FakeUpstream, prefix: str) -> None:
@@ -186,7 +170,7 @@ def test_redirects_are_passed_back_never_followed(client, provider, project_toke
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "0x7f000001", "2130706433", "[::ffff:127.0.0.1]"])
-def test_private_upstream_refused_at_connect_time(api, client, proj, upstream, other_app, host):
+def test_private_upstream_refused_at_connect_time(api, client, proj, upstream, make_app, host):
     """Stored while private upstreams were allowed; a worker that disallows them refuses at connect."""
     port = urlsplit(upstream.url).port
     put_provider(api, proj, "local", template="custom", api_key=FAKE_KEY, base_url=f"http://{host}:{port}")
@@ -194,7 +178,7 @@ def test_private_upstream_refused_at_connect_time(api, client, proj, upstream, o
     assert client.get("/proxy/local/v1/x", headers=bearer(token)).status_code == 200  # control: reachable
     upstream.clear()
 
-    strict = other_app(JETPERO_ALLOW_PRIVATE_UPSTREAMS="false").test_client()
+    strict = make_app(JETPERO_ALLOW_PRIVATE_UPSTREAMS="false").test_client()
     response = strict.get("/proxy/local/v1/x", headers=bearer(token))
     assert response.status_code == 502
     assert FAKE_KEY not in response.get_data(as_text=True)
@@ -417,20 +401,20 @@ def test_templates_inject_their_way(api, client, proj, project_token, upstream, 
 
 
 def test_proxy_environment_variables_are_ignored(
-    monkeypatch, client, provider, project_token, upstream, evil, other_app
+    monkeypatch, client, provider, project_token, upstream, evil, make_app
 ):
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.setenv(name, evil.url)
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
-    fresh = other_app().test_client()  # built with the proxy variables set
+    fresh = make_app().test_client()  # built with the proxy variables set
     for c in (client, fresh):
         assert c.post("/proxy/openai/v1/chat/completions", headers=bearer(project_token), json={}).status_code == 200
     assert len(upstream.requests) == 2
     assert evil.connections == 0
 
 
-def test_tls_is_verified(api, client, proj, project_token, other_app, tmp_path):
+def test_tls_is_verified(api, client, proj, project_token, make_app, tmp_path):
     tls = TlsUpstream(tmp_path)
     try:
         put_provider(api, proj, "tls", template="custom", api_key=FAKE_KEY, base_url=tls.url)
@@ -438,7 +422,7 @@ def test_tls_is_verified(api, client, proj, project_token, other_app, tmp_path):
         assert response.status_code == 502
         assert tls.requests == 0
         # Control: the same upstream, trusted through JETPERO_UPSTREAM_CA_BUNDLE, works.
-        trusting = other_app(JETPERO_UPSTREAM_CA_BUNDLE=str(tls.cert)).test_client()
+        trusting = make_app(JETPERO_UPSTREAM_CA_BUNDLE=str(tls.cert)).test_client()
         response = trusting.get("/proxy/tls/v1/models", headers=bearer(project_token))
         assert response.status_code == 200 and response.json == {"tls": True}
         assert tls.requests == 1
@@ -478,8 +462,8 @@ def test_upstream_unreachable_is_502(api, client, proj, project_token):
     assert FAKE_KEY not in response.get_data(as_text=True)
 
 
-def test_upstream_slower_than_read_timeout_is_504(client, provider, project_token, upstream, other_app):
-    quick = other_app(JETPERO_UPSTREAM_READ_TIMEOUT="0.5").test_client()
+def test_upstream_slower_than_read_timeout_is_504(client, provider, project_token, upstream, make_app):
+    quick = make_app(JETPERO_UPSTREAM_READ_TIMEOUT="0.5").test_client()
     started = time.monotonic()
     response = quick.get("/proxy/openai/v1/slow?seconds=3", headers=bearer(project_token))
     took = time.monotonic() - started
@@ -501,12 +485,12 @@ def test_upstream_slower_than_read_timeout_is_504(client, provider, project_toke
     ],
     ids=["stalled", "truncated", "undecodable"],
 )
-def test_broken_upstream_error_bodies_fail_as_gateway_errors(api, proj, project_token, other_app, reply, close, status):
+def test_broken_upstream_error_bodies_fail_as_gateway_errors(api, proj, project_token, make_app, reply, close, status):
     """An error answer whose body stalls, stops short or cannot be decoded: 504/502, never a 500."""
     raw = RawUpstream(reply, close=close)
     try:
         put_provider(api, proj, "raw", template="custom", api_key=FAKE_KEY, base_url=raw.url)
-        quick = other_app(JETPERO_UPSTREAM_READ_TIMEOUT="0.5").test_client()
+        quick = make_app(JETPERO_UPSTREAM_READ_TIMEOUT="0.5").test_client()
         response = quick.get("/proxy/raw/v1/models", headers=bearer(project_token))
         assert response.status_code == status, response.get_data(as_text=True)
         assert raw.requests == 1

@@ -20,11 +20,10 @@ import urllib.request
 
 import pytest
 
-from app import create_app
 from app.vault.bootstrap import bootstrap
 from tests.checks import assert_clean_logs, free_port_pair
-from tests.conftest import Bao, make_config
-from tools import openbao
+from tests.helpers import Bao
+from tools import openbao, procs
 
 READY_CACHE = 1.0  # /readyz caches its answer this long (app/health.py)
 
@@ -122,7 +121,7 @@ def server(tmp_path, sink):
     try:
         yield Bao(addr=openbao.address(port), root_token=root_token, process=proc)
     finally:
-        openbao.stop(proc)
+        procs.stop(proc)
 
 
 def _raw(bao: Bao, path: str, token: str | None = None) -> tuple[int, dict]:
@@ -144,10 +143,10 @@ def _readyz(client, want: int, within: float):
     return r
 
 
-def test_readyz_follows_the_audit_device(tmp_path, sink, server, caplog):
+def test_readyz_follows_the_audit_device(make_app, tmp_path, sink, server, caplog):
     approle = str(tmp_path / "approle.json")
     bootstrap(server.root(), approle)
-    app = create_app(make_config(server, approle, VAULT_TIMEOUT=1))
+    app = make_app(bao=server, approle_file=approle, VAULT_TIMEOUT=1)
     try:
         client = app.test_client()
         r = client.get("/readyz")

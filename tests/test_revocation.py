@@ -12,12 +12,20 @@ import time
 
 import pytest
 
-from app import create_app
 from app.vault.bootstrap import bootstrap
-from tests.conftest import FAKE_KEY, Api, Bao, free_port, make_config
-from tests.helpers import Project, assert_uniform_401, bearer, create_project, issue_token, put_provider
+from tests.checks import CheckedApi, free_port_pair
+from tests.helpers import (
+    FAKE_KEY,
+    Bao,
+    Project,
+    assert_uniform_401,
+    bearer,
+    create_project,
+    issue_token,
+    put_provider,
+)
 from tests.upstream import FakeUpstream
-from tools import openbao
+from tools import openbao, procs
 
 CHAT = "/proxy/openai/v1/chat/completions"
 BOUND = 2.0  # seconds: the documented revocation bound on other workers
@@ -30,11 +38,9 @@ def proj(project) -> Project:
 
 
 @pytest.fixture
-def second_worker(bao, approle_file):
+def second_worker(make_app):
     """Another worker, polling the change feed every second."""
-    other = create_app(make_config(bao, approle_file, JETPERO_SYNC_INTERVAL=1))
-    yield other.test_client()
-    other.extensions["jetpero"].stop()
+    return make_app(JETPERO_SYNC_INTERVAL=1).test_client()
 
 
 def _call(client, token):
@@ -149,9 +155,7 @@ def test_base_url_change_reaches_every_worker(api, proj, provider, project_token
 @pytest.fixture
 def own_bao(tmp_path):
     """A separate persistent OpenBao (raft, static auto-unseal) that this test may stop and restart."""
-    port = free_port()
-    while port + 1 > 65534 or not _free(port + 1):
-        port = free_port()
+    port = free_port_pair()
     data_dir = tmp_path / "bao"
     process, root_token = openbao.start_persistent(data_dir, port)
     state = {"process": process}
@@ -161,30 +165,19 @@ def own_bao(tmp_path):
         current = state["process"]
         if current.poll() is None:
             os.kill(current.pid, signal.SIGCONT)
-        openbao.stop(current)
+        procs.stop(current)
 
 
-def _free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def test_vault_down_or_hung_fails_closed_and_recovers(own_bao, tmp_path, upstream):
+def test_vault_down_or_hung_fails_closed_and_recovers(own_bao, make_app, tmp_path, upstream):
     state, bao, data_dir, port = own_bao
     approle = str(tmp_path / "approle.json")
     bootstrap(bao.root(), approle)
-    app = create_app(make_config(bao, approle, JETPERO_SYNC_INTERVAL="0.5", VAULT_TIMEOUT="1"))
+    app = make_app(bao=bao, approle_file=approle, JETPERO_SYNC_INTERVAL="0.5", VAULT_TIMEOUT="1")
     try:
         result = app.test_cli_runner().invoke(args=["operator-token", "--name", secrets.token_hex(4)])
         assert result.exit_code == 0, result.output
         client = app.test_client()
-        api = Api(client, result.output.strip())
+        api = CheckedApi(client, result.output.strip())
         proj = create_project(api)
         put_provider(api, proj, "openai", template="openai", api_key=FAKE_KEY, base_url=upstream.url)
         token = issue_token(api, proj)["token"]
@@ -203,7 +196,7 @@ def test_vault_down_or_hung_fails_closed_and_recovers(own_bao, tmp_path, upstrea
             assert client.get("/readyz").status_code == 503
 
         # Stopped.
-        openbao.stop(state["process"])
+        procs.stop(state["process"])
         fails_closed(stale_after + 1.0)
         state["process"], _ = openbao.start_persistent(data_dir, port)
         assert _until(lambda: _call(client, token).status_code == 200, timeout=10) is not None

@@ -6,17 +6,11 @@ import time
 
 import pytest
 
-from app import create_app
 from tests.checks import CheckedApi, assert_error
-from tests.conftest import FAKE_KEY, make_config, unique
+from tests.helpers import FAKE_KEY, unique
 
 ROLES = ("viewer", "developer", "admin", "owner")
 RANK = {"viewer": 1, "developer": 2, "admin": 3, "owner": 4, "operator": 5}
-
-
-@pytest.fixture
-def api(client, operator_token):
-    return CheckedApi(client, operator_token)
 
 
 def add_member(api, org: str, role: str, name: str | None = None) -> tuple[dict, CheckedApi]:
@@ -33,11 +27,9 @@ def team(api, org) -> dict[str, CheckedApi]:
 
 
 @pytest.fixture(scope="module")
-def other_worker(bao, approle_file):
+def other_worker(make_app):
     """A second app on the same Vault: another gunicorn worker, with its own caches."""
-    app = create_app(make_config(bao, approle_file))
-    yield app
-    app.extensions["jetpero"].stop()
+    return make_app()
 
 
 def _actions(who: CheckedApi, org: str, setup: dict) -> list[tuple[str, str, object]]:

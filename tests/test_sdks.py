@@ -6,8 +6,7 @@ import anthropic
 import openai
 import pytest
 
-from tests.conftest import FAKE_KEY
-from tests.helpers import Project, put_provider
+from tests.helpers import FAKE_KEY, Project, put_provider
 from tests.upstream import ANTHROPIC_REQUEST_ID, OPENAI_REQUEST_ID, OPENAI_TEXT
 
 TEXT = "".join(OPENAI_TEXT)

@@ -12,7 +12,7 @@ from app.services import members, orgs, project_tokens, projects, signing
 from app.services.actor import COMMAND_LINE, Actor
 from app.services.errors import Invalid, NotAllowed
 from app.vault.errors import NotFound
-from tests.conftest import FAKE_KEY
+from tests.helpers import FAKE_KEY
 
 APP = Path(__file__).resolve().parents[1] / "app"
 

@@ -1,4 +1,4 @@
-from tests.conftest import FAKE_KEY, project_path
+from tests.helpers import FAKE_KEY, project_path
 
 
 def test_end_to_end(api, client, project, provider, project_token, upstream):

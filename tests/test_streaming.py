@@ -15,8 +15,7 @@ import pytest
 import requests
 import urllib3
 
-from tests.conftest import FAKE_KEY
-from tests.helpers import bearer
+from tests.helpers import FAKE_KEY, bearer
 from tests.servers import Gunicorn
 from tests.upstream import OPENAI_TEXT
 

@@ -14,19 +14,14 @@ import pytest
 from app.services import provider_keys
 from app.vault import kv
 from app.vault.errors import PolicyDenied, VaultError
-from tests.checks import CheckedApi, assert_error
-from tests.conftest import unique
+from tests.checks import assert_error
+from tests.helpers import unique
 
 KEYS = {
     "abc.co": "sk-fake-tenant-ABC-000000000000-abc1",
     "tt.net": "sk-fake-tenant-TTN-000000000000-ttn2",
     "other": "sk-fake-tenant-OTH-000000000000-oth3",
 }
-
-
-@pytest.fixture
-def api(client, operator_token):
-    return CheckedApi(client, operator_token)
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +24,10 @@ from joserfc.errors import JoseError
 from joserfc.jwk import OKPKey
 
 from app.rules import tokens
-from tests.conftest import FAKE_KEY, Api
+from tests.checks import CheckedApi
 from tests.helpers import (
+    FAKE_KEY,
+    Api,
     Project,
     Signer,
     assert_uniform_401,
@@ -85,7 +88,7 @@ class World:
 @pytest.fixture(scope="module")
 def world(app, operator_token, bao):
     client = app.test_client()
-    api = Api(client, operator_token)
+    api = CheckedApi(client, operator_token)
     upstream = FakeUpstream()
     a, b = create_project(api), create_project(api)
     put_provider(api, a, "openai", template="openai", api_key=FAKE_KEY, base_url=upstream.url)
@@ -105,7 +108,7 @@ def test_issue_shows_value_once_and_never_again(world):
     assert created.status_code == 201, created.json
     body = created.json
     value = body["token"]
-    assert len(body["id"]) == 32 and int(body["id"], 16) >= 0
+    assert re.fullmatch("[0-9a-f]{32}", body["id"]), body["id"]
     assert body["name"] == "web" and body["environment"] == "production"
     assert body["scope"] == ["*"] and body["allowed_origins"] is None and body["revoked_at"] is None
     assert abs(body["expires_at"] - (time.time() + 600)) < 10

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from app import create_app
 from app.services import changes, provider_keys
 from app.vault.bootstrap import bootstrap
 from tests.checks import CheckedApi, assert_clean_logs, assert_error, free_port_pair
-from tests.conftest import FAKE_KEY, Bao, make_config, unique
-from tools import openbao
+from tests.helpers import FAKE_KEY, Bao, unique
+from tools import openbao, procs
 
 VAULT_TIMEOUT = 1.0
 MARGIN = 1.0  # seconds beyond VAULT_TIMEOUT that a 503 may take
@@ -36,7 +35,7 @@ class Server:
         self.proc, self.root_token = openbao.start_persistent(self.data_dir, self.port)
 
     def stop(self) -> None:
-        openbao.stop(self.proc)
+        procs.stop(self.proc)
 
     def restart(self) -> None:
         self.stop()
@@ -62,14 +61,13 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(make_app, tmp_path_factory):
     server = Server(tmp_path_factory.mktemp("faults") / "bao", free_port_pair())
     server.start()
-    app = None
     try:
         approle = str(server.data_dir.parent / "approle.json")
         bootstrap(server.bao.root(), approle)
-        app = create_app(make_config(server.bao, approle, VAULT_TIMEOUT=VAULT_TIMEOUT))
+        app = make_app(bao=server.bao, approle_file=approle, VAULT_TIMEOUT=VAULT_TIMEOUT)
         result = app.test_cli_runner().invoke(args=["operator-token", "--name", "faults"])
         assert result.exit_code == 0, result.output
         api = CheckedApi(app.test_client(), result.output.strip())
@@ -81,8 +79,6 @@ def world(tmp_path_factory):
         assert r.status_code == 200, r.json
         yield world
     finally:
-        if app is not None:
-            app.extensions["jetpero"].stop()
         os.kill(server.proc.pid, signal.SIGCONT)  # in case a test died while it was stopped
         server.stop()
 

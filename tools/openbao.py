@@ -3,7 +3,7 @@
 Library:
     start_dev(port, root_token, log_path) -> Popen
     start_persistent(data_dir, port, extra_config="", file_audit=True) -> (Popen, root_token)
-    stop(proc)
+    (stop one with tools.procs.stop(proc): by PID)
 
 CLI (suitable for a Makefile: it returns once the server is up, leaving it in the background):
     python -m tools.openbao run-persistent --data-dir .data --port 8200
@@ -29,7 +29,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -37,10 +36,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tools import procs
+
 HOST = "127.0.0.1"
 STATIC_KEY_ID = "jetpero-1"
 START_TIMEOUT = 30.0  # seconds to wait for the server to answer healthy
-STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL
 
 # Variables that would point a `bao` CLI call somewhere else or with another identity.
 _CLIENT_ENV = (
@@ -165,21 +165,13 @@ def _check_port(port: int) -> None:
         raise OpenBaoError(f"port {port} is outside 1024-65534")
 
 
-def _port_in_use(port: int) -> bool:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((HOST, port)) == 0
-
-
 # ----------------------------------------------------------------------------- dev server
 
 
 def start_dev(port: int, root_token: str, log_path: Path | str) -> subprocess.Popen:
     """Start `bao server -dev` (in-memory, unsealed, root token given) and wait until healthy."""
     _check_port(port)
-    if _port_in_use(port):
+    if procs.port_in_use(port):
         raise OpenBaoError(f"port {port} is already in use")
     args = [
         bao_binary(),
@@ -193,7 +185,7 @@ def start_dev(port: int, root_token: str, log_path: Path | str) -> subprocess.Po
     try:
         _wait(port, {200}, proc, Path(log_path))
     except BaseException:
-        stop(proc)
+        procs.stop(proc)
         raise
     return proc
 
@@ -351,7 +343,7 @@ def start_persistent(
             "the root token is lost; delete the data dir to start afresh"
         )
     _check_port(port)
-    if _port_in_use(port):
+    if procs.port_in_use(port):
         raise OpenBaoError(f"port {port} is already in use")
 
     _ensure_unseal_key(data_dir)
@@ -373,61 +365,13 @@ def start_persistent(
         root_token = init["root_token"]
         _write_private(data_dir / "root-token", root_token.encode() + b"\n")
     except BaseException:
-        stop(proc)
+        procs.stop(proc)
         (data_dir / "bao.pid").unlink(missing_ok=True)
         raise
     return proc, root_token
 
 
 # ---------------------------------------------------------------------------------- stop
-
-
-def stop(proc: subprocess.Popen | int, timeout: float = STOP_TIMEOUT) -> None:
-    """SIGTERM the server by PID, wait up to `timeout`, then SIGKILL."""
-    if isinstance(proc, subprocess.Popen):
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout)
-        return
-    pid = int(proc)
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _pid_alive(pid):
-            return
-        time.sleep(0.1)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 5
-    while _pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
-        if waited == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie that is someone else's child is dead for our purposes
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def stop_data_dir(data_dir: Path | str) -> bool:
@@ -437,7 +381,7 @@ def stop_data_dir(data_dir: Path | str) -> bool:
     if pid is None or not _is_our_server(pid, data_dir):
         (data_dir / "bao.pid").unlink(missing_ok=True)
         return False
-    stop(pid)
+    procs.stop(pid)
     (data_dir / "bao.pid").unlink(missing_ok=True)
     return True
 
