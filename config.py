@@ -36,6 +36,13 @@ def _positive_float(value: str) -> float:
     return number
 
 
+def _count(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("expected a whole number, 0 or more")
+    return number
+
+
 def _positive_int(value: str) -> int:
     number = int(value)
     if number <= 0:
@@ -110,6 +117,13 @@ class Config:
             "JETPERO_METRICS_TOKEN", "", _str, "Bearer token that /metrics requires; empty: /metrics is off (404)."
         ),
         Variable("JETPERO_LOG_LEVEL", "INFO", _str, "Log level of the JSON logs."),
+        Variable(
+            "JETPERO_TRUSTED_PROXIES",
+            "0",
+            _count,
+            "Reverse proxies in front of JetPero whose `X-Forwarded-For/-Proto/-Host` are trusted"
+            " (0: none, the client IP is the socket's).",
+        ),
         Variable("JETPERO_BIND", "127.0.0.1:8000", _str, "Address gunicorn listens on."),
         Variable("JETPERO_WORKERS", "2", _positive_int, "gunicorn worker processes (gevent workers)."),
     )

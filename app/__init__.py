@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Config
 
@@ -32,6 +33,8 @@ def create_app(config: Config | None = None) -> Flask:
     worker.on_tick.append(observability.flush_metrics)
     worker.on_tick.append(observability.configure_logging(config.JETPERO_LOG_LEVEL).drain)
     observability.init_app(app, on_request=worker.start)  # the change-feed poller starts after the fork
+    if proxies := config.JETPERO_TRUSTED_PROXIES:  # outermost: the request line logs the derived client IP
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
     init_api(app)
     errors.register(app)  # after flask-smorest, whose own HTTPException handler it replaces
     app.register_blueprint(proxy_bp)
