@@ -331,12 +331,14 @@ def _operator_init(port: int, data_dir: Path, log_path: Path) -> dict:
 
 
 def start_persistent(
-    data_dir: Path | str, port: int, extra_config: str = "", file_audit: bool = True
+    data_dir: Path | str, port: int, extra_config: str = "", file_audit: bool = True, initialise: bool = True
 ) -> tuple[subprocess.Popen, str]:
     """Start the raft-backed, static-seal server under data_dir; init it on first start.
 
     Returns once it is initialised, unsealed and active, with the root token.
-    `extra_config`, `file_audit`: for tests, see render_config.
+    `extra_config`, `file_audit`: for tests, see render_config. `initialise=False` (tests of
+    deploy/init.sh, which initialises it itself): a new server is left uninitialised and
+    returned with an empty root token as soon as it answers.
     """
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -365,6 +367,8 @@ def start_persistent(
         (data_dir / "port").write_text(f"{port}\n")
         # 501: not initialised yet; 200 active; 503 sealed; 429 standby (never for one node).
         status = _wait(port, {200, 501, 503, 429}, proc, log_path)
+        if status == 501 and not initialise:
+            return proc, ""
         if status == 501:
             if init is not None:
                 raise OpenBaoError(f"{data_dir / 'init.json'} exists but the server is not initialised")
