@@ -201,7 +201,7 @@ def start_dev(port: int, root_token: str, log_path: Path | str) -> subprocess.Po
 # ---------------------------------------------------------------------- persistent server
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     """Write a file readable by its owner only (created 0600, never world-readable)."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -221,7 +221,7 @@ def _ensure_unseal_key(data_dir: Path) -> Path:
             raise OpenBaoError(f"{key} must hold exactly 32 bytes")
         os.chmod(key, 0o600)
     else:
-        _write_private(key, secrets.token_bytes(32))
+        write_private(key, secrets.token_bytes(32))
     return key
 
 
@@ -326,7 +326,7 @@ def _operator_init(port: int, data_dir: Path, log_path: Path) -> dict:
             f"`bao operator init` failed ({result.returncode}): {result.stderr.strip()}\n{_log_tail(log_path)}"
         )
     init = json.loads(result.stdout)
-    _write_private(data_dir / "init.json", json.dumps(init, indent=2).encode() + b"\n")
+    write_private(data_dir / "init.json", json.dumps(init, indent=2).encode() + b"\n")
     return init
 
 
@@ -375,7 +375,7 @@ def start_persistent(
             init = _operator_init(port, data_dir, log_path)
         _wait(port, {200}, proc, log_path)
         root_token = init["root_token"]
-        _write_private(data_dir / "root-token", root_token.encode() + b"\n")
+        write_private(data_dir / "root-token", root_token.encode() + b"\n")
     except BaseException:
         stop(proc)
         (data_dir / "bao.pid").unlink(missing_ok=True)
