@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import secrets
 import shutil
+import subprocess
+import time
+from pathlib import Path
 
+import hvac
 import pytest
 
 from app import create_app
@@ -91,3 +96,49 @@ def test_backup_of_a_stopped_server_names_the_fix(tmp_path, capsys):
         backup.save(tmp_path)
     with pytest.raises(backup.BackupError, match="no snapshot"):
         backup.restore(tmp_path, tmp_path / "missing.snap")
+
+
+def _seal_block(*keys: tuple[str, Path]) -> str:
+    (current_id, current), *previous = keys
+    lines = [f'  current_key_id = "{current_id}"', f'  current_key = "file://{current}"']
+    for key_id, path in previous:
+        lines += [f'  previous_key_id = "{key_id}"', f'  previous_key = "file://{path}"']
+    return 'seal "static" {\n' + "\n".join(lines) + "\n}"
+
+
+def _serve(data_dir: Path, port: int, seal: str) -> subprocess.Popen:
+    """The persistent server of data_dir, started with another `seal "static"` block."""
+    config = openbao.render_config(data_dir, port)
+    start = config.index('seal "static"')
+    config = config[:start] + seal + config[config.index("}", start) + 1 :]
+    (data_dir / "openbao.hcl").write_text(config)
+    with open(data_dir / "bao.log", "ab") as log:
+        proc = subprocess.Popen(  # noqa: S603
+            [openbao.bao_binary(), "server", f"-config={data_dir / 'openbao.hcl'}"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 30
+    while openbao.health(port)[0] != 200 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    return proc
+
+
+def test_static_unseal_key_rotation_as_documented(tmp_path):
+    """README "Backups and key rotation": new key current, old one previous, restart; then the old one can go."""
+    data_dir, port = tmp_path / "data", free_port_pair()
+    proc, root_token = openbao.start_persistent(data_dir, port)
+    openbao.stop(proc)
+    old, new = data_dir / "unseal.key", data_dir / "unseal-2.key"
+    openbao.write_private(new, secrets.token_bytes(32))
+    try:
+        proc = _serve(data_dir, port, _seal_block(("jetpero-2", new), ("jetpero-1", old)))
+        assert openbao.health(port)[0] == 200  # unsealed with the old key, root key rewrapped under the new
+        openbao.stop(proc)
+        old.unlink()  # the old key is gone for good
+        proc = _serve(data_dir, port, _seal_block(("jetpero-2", new)))
+        assert openbao.health(port)[0] == 200
+        assert hvac.Client(url=openbao.address(port), token=root_token).auth.token.lookup_self()["data"]["id"]
+    finally:
+        openbao.stop(proc)
