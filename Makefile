@@ -41,3 +41,20 @@ bench-instructions: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# Operators (README "Operators", "Backups and key rotation"); DATA is the local OpenBao's directory.
+.PHONY: operator-vault-token backup restore test-compose
+DATA ?= .data
+TTL ?= 8h
+operator-vault-token: install
+	@./tools/operator-vault-token.sh $(DATA) $(TTL)
+
+backup: install
+	$(BIN)/python -m tools.backup save --data-dir $(DATA) $(if $(FILE),--file $(FILE))
+
+restore: install
+	@test -n "$(FILE)" || { echo "usage: make restore FILE=backups/<snapshot>.snap [INIT=<its init.json>]" >&2; exit 2; }
+	$(BIN)/python -m tools.backup restore --data-dir $(DATA) --file $(FILE) $(if $(INIT),--init-file $(INIT))
+
+test-compose: install
+	$(BIN)/pytest tests/test_compose_stack.py -v -rs

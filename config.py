@@ -37,6 +37,13 @@ def _positive_float(value: str) -> float:
     return number
 
 
+def _count(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("expected a whole number, 0 or more")
+    return number
+
+
 def _positive_int(value: str) -> int:
     number = int(value)
     if number <= 0:
@@ -112,6 +119,12 @@ class Config:
     JETPERO_UPSTREAM_CA_BUNDLE: str = setting("", _str, "CA bundle for provider TLS (empty: certifi's).")
     JETPERO_METRICS_TOKEN: str = setting("", _str, "Bearer token that /metrics requires; empty: /metrics is off (404).")
     JETPERO_LOG_LEVEL: str = setting("INFO", _str, "Log level of the JSON logs.")
+    JETPERO_TRUSTED_PROXIES: int = setting(
+        "0",
+        _count,
+        "Reverse proxies in front of JetPero whose `X-Forwarded-For/-Proto/-Host` are trusted"
+        " (0: none, the client IP is the socket's).",
+    )
     JETPERO_BIND: str = setting("127.0.0.1:8000", _str, "Address gunicorn listens on.")
     JETPERO_WORKERS: int = setting("2", _positive_int, "gunicorn worker processes (gevent workers).")
 

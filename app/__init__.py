@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Config
 
@@ -33,6 +34,8 @@ def create_app(config: Config | None = None) -> Flask:
     worker.on_tick.append(observability.configure_logging(config.JETPERO_LOG_LEVEL).drain)
     observability.init_app(app)
     _start_on_first_request(app, worker)
+    if proxies := config.JETPERO_TRUSTED_PROXIES:  # outermost: the request line logs the derived client IP
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
     init_api(app)
     errors.register(app)  # after flask-smorest, whose own HTTPException handler it replaces
     app.register_blueprint(proxy_bp)

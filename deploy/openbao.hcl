@@ -25,14 +25,19 @@ listener "tcp" {
 
 # Auto-unseal with a static 32-byte key (openssl rand -out deploy/unseal.key 32). The
 # container copies the operator's read-only key file here, on a tmpfs, readable by openbao only.
-# Rotating: add previous_key_id / previous_key for the old key, give the new one a new id.
+# Rotating (README "Backups and key rotation"): the new key becomes unseal.key with a new id,
+# the old one previous.key with its old id, until one restart has rewrapped the root key:
+#   current_key_id  = "jetpero-2"
+#   previous_key_id = "jetpero-1"
+#   previous_key    = "file:///openbao/unseal/previous.key"
 seal "static" {
   current_key_id = "jetpero-1"
   current_key    = "file:///openbao/unseal/unseal.key"
 }
 
 # Declarative audit device (OpenBao 2.x refuses to enable audit devices through the API).
-# Named volume `openbao-audit`; rotate with logrotate + SIGHUP to the server.
+# Named volume `openbao-audit`; rotate it by renaming the file and sending SIGHUP to the server
+# (README "Backups and key rotation").
 audit "file" "file" {
   description = "JetPero audit log"
   options {

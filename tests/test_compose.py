@@ -24,7 +24,8 @@ def compose() -> dict:
 
 def test_services_and_volumes(compose):
     services = compose["services"]
-    assert set(services) == {"openbao", "init", "app"}
+    assert set(services) == {"openbao", "init", "app", "tls"}
+    assert services["tls"]["profiles"] == ["tls"]  # the HTTPS front is opt-in
     assert services["openbao"]["image"] == "openbao/openbao:2.7.2"  # pinned
     assert set(compose["volumes"]) >= {"openbao-data", "openbao-audit", "jetpero-approle", "jetpero-secrets"}
     openbao_volumes = " ".join(v if isinstance(v, str) else v["source"] for v in services["openbao"]["volumes"])
@@ -62,3 +63,28 @@ def test_openbao_server_config():
 def test_init_runs_the_bootstrap():
     script = (ROOT / "deploy" / "init.sh").read_text()
     assert "operator init" in script and "flask --app wsgi bootstrap" in script
+
+
+def test_tls_front_proxies_to_the_app_and_is_the_one_trusted_hop(compose):
+    tls = compose["services"]["tls"]
+    assert re.fullmatch(r"caddy:\d+\.\d+\.\d+-alpine", tls["image"])  # pinned
+    assert "./deploy/Caddyfile:/etc/caddy/Caddyfile:ro" in tls["volumes"]
+    assert "${JETPERO_TLS_DIR:-./deploy/tls}:/etc/caddy/tls:ro" in tls["volumes"]
+    assert tls["ports"] == ["${JETPERO_HTTPS_PORT:-443}:443"]
+    caddyfile = (ROOT / "deploy" / "Caddyfile").read_text()
+    assert "reverse_proxy app:8000" in caddyfile and "tls /etc/caddy/tls/cert.pem /etc/caddy/tls/key.pem" in caddyfile
+    directives = [line.strip() for line in caddyfile.splitlines() if not line.strip().startswith("#")]
+    assert not any(line.startswith("trusted_proxies") for line in directives)  # a client's own XFF is dropped
+    assert "flush_interval -1" in caddyfile
+    app = compose["services"]["app"]
+    assert app["environment"]["JETPERO_TRUSTED_PROXIES"] == "${JETPERO_TRUSTED_PROXIES:-0}"
+    assert app["ports"] == ["${JETPERO_PUBLISH_ADDR:-0.0.0.0}:${JETPERO_PORT:-8000}:8000"]
+    assert "deploy/tls" in (ROOT / ".dockerignore").read_text().split()  # the key stays out of the image
+
+
+def test_init_bootstraps_under_the_bootstrap_policy(compose):
+    init_sh = (ROOT / "deploy" / "init.sh").read_text()
+    assert "vault-policies/jetpero-bootstrap.hcl" in init_sh
+    assert "token_policies=jetpero-bootstrap" in init_sh and "token_no_default_policy=true" in init_sh
+    volumes = compose["services"]["init"]["volumes"]
+    assert "jetpero-secrets:/var/lib/jetpero-init" in volumes  # where bootstrap-approle.json is kept

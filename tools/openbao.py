@@ -193,7 +193,7 @@ def start_dev(port: int, root_token: str, log_path: Path | str) -> subprocess.Po
 # ---------------------------------------------------------------------- persistent server
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     """Write a file readable by its owner only (created 0600, never world-readable)."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -213,7 +213,7 @@ def _ensure_unseal_key(data_dir: Path) -> Path:
             raise OpenBaoError(f"{key} must hold exactly 32 bytes")
         os.chmod(key, 0o600)
     else:
-        _write_private(key, secrets.token_bytes(32))
+        write_private(key, secrets.token_bytes(32))
     return key
 
 
@@ -318,17 +318,19 @@ def _operator_init(port: int, data_dir: Path, log_path: Path) -> dict:
             f"`bao operator init` failed ({result.returncode}): {result.stderr.strip()}\n{_log_tail(log_path)}"
         )
     init = json.loads(result.stdout)
-    _write_private(data_dir / "init.json", json.dumps(init, indent=2).encode() + b"\n")
+    write_private(data_dir / "init.json", json.dumps(init, indent=2).encode() + b"\n")
     return init
 
 
 def start_persistent(
-    data_dir: Path | str, port: int, extra_config: str = "", file_audit: bool = True
+    data_dir: Path | str, port: int, extra_config: str = "", file_audit: bool = True, initialise: bool = True
 ) -> tuple[subprocess.Popen, str]:
     """Start the raft-backed, static-seal server under data_dir; init it on first start.
 
     Returns once it is initialised, unsealed and active, with the root token.
-    `extra_config`, `file_audit`: for tests, see render_config.
+    `extra_config`, `file_audit`: for tests, see render_config. `initialise=False` (tests of
+    deploy/init.sh, which initialises it itself): a new server is left uninitialised and
+    returned with an empty root token as soon as it answers.
     """
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -357,13 +359,15 @@ def start_persistent(
         (data_dir / "port").write_text(f"{port}\n")
         # 501: not initialised yet; 200 active; 503 sealed; 429 standby (never for one node).
         status = _wait(port, {200, 501, 503, 429}, proc, log_path)
+        if status == 501 and not initialise:
+            return proc, ""
         if status == 501:
             if init is not None:
                 raise OpenBaoError(f"{data_dir / 'init.json'} exists but the server is not initialised")
             init = _operator_init(port, data_dir, log_path)
         _wait(port, {200}, proc, log_path)
         root_token = init["root_token"]
-        _write_private(data_dir / "root-token", root_token.encode() + b"\n")
+        write_private(data_dir / "root-token", root_token.encode() + b"\n")
     except BaseException:
         procs.stop(proc)
         (data_dir / "bao.pid").unlink(missing_ok=True)

@@ -22,9 +22,8 @@ else
 fi
 unset VAULT_TOKEN  # the app runs as its own AppRole, never with the admin token
 
-if [ ! -s "$DATA/operator-token" ]; then
-  (umask 077 && $BIN/flask --app wsgi operator-token --name make-run > "$DATA/operator-token")
-fi
+# Kept across runs, re-minted once it has less than a day left (or is unreadable).
+$BIN/python -m tools.operator_token ensure "$DATA/operator-token" --name make-run
 
 bind="${JETPERO_BIND:-127.0.0.1:8000}"
 cat <<MSG

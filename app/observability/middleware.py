@@ -46,6 +46,7 @@ class Observed:
             "message": "request",
             "request_id": os.urandom(16).hex(),
             "method": environ.get("REQUEST_METHOD"),
+            "client_ip": environ.get("REMOTE_ADDR"),  # the socket's, or ProxyFix's from trusted proxies
             "route": None,  # the rest are filled in by the before-request hook and the proxy
             "org": None,
             "project": None,
