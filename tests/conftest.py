@@ -21,6 +21,8 @@ from tests.servers import LiveServer
 from tests.upstream import FakeUpstream
 from tools import openbao, procs
 
+pytest_plugins = ["tests.browser_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def bao(tmp_path_factory):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAKE_KEY
+from tests.helpers import FAKE_KEY
 from tests.servers import free_port, self_signed_cert
 
 pytest.importorskip("pytest_docker", reason="pytest-docker is not installed (pip install pytest-docker)")

@@ -5,8 +5,11 @@ from __future__ import annotations
 import anthropic
 import openai
 import pytest
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types as genai_types
 
-from tests.helpers import FAKE_KEY, Project, put_provider
+from tests.helpers import FAKE_KEY, Project, issue_token, put_provider
 from tests.upstream import ANTHROPIC_REQUEST_ID, OPENAI_REQUEST_ID, OPENAI_TEXT
 
 TEXT = "".join(OPENAI_TEXT)
@@ -17,6 +20,13 @@ MESSAGES = [{"role": "user", "content": "Say hello"}]
 def with_anthropic(api, project, upstream):
     put_provider(
         api, Project(*project.split("/")), "anthropic", template="anthropic", api_key=FAKE_KEY, base_url=upstream.url
+    )
+
+
+@pytest.fixture
+def with_gemini(api, project, upstream):
+    put_provider(
+        api, Project(*project.split("/")), "gemini", template="gemini", api_key=FAKE_KEY, base_url=upstream.url
     )
 
 
@@ -33,6 +43,11 @@ def _openai(live, token) -> openai.OpenAI:
 
 def _anthropic(live, token) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=f"{live.url}/proxy/anthropic", api_key=token, max_retries=0, timeout=10)
+
+
+def _gemini(live, token) -> genai.Client:
+    options = genai_types.HttpOptions(base_url=f"{live.url}/proxy/gemini", timeout=10_000)
+    return genai.Client(api_key=token, http_options=options)
 
 
 def _token_never_upstream(upstream, token: str) -> None:
@@ -58,6 +73,15 @@ def _anthropic_upstream(upstream, token: str) -> None:
     assert seen.header_all("x-api-key") == [FAKE_KEY]
     assert seen.header("authorization") is None
     assert seen.header("anthropic-version")  # the SDK's own headers pass through
+    _token_never_upstream(upstream, token)
+
+
+def _gemini_upstream(upstream, token: str, method: str) -> None:
+    seen = upstream.requests[-1]
+    assert seen.method == "POST" and seen.path.startswith(f"/v1/models/gemini-fake:{method}")
+    assert seen.header_all("x-goog-api-key") == [FAKE_KEY]
+    assert seen.header("authorization") is None
+    assert seen.json()["contents"][0]["parts"] == [{"text": "Say hello"}]
     _token_never_upstream(upstream, token)
 
 
@@ -124,3 +148,42 @@ def test_sdk_sees_upstream_errors_scrubbed(live, provider, project_token, upstre
         client.get("/echo-key", cast_to=object)
     text = str(raised.value.body) + raised.value.response.text
     assert FAKE_KEY not in text and FAKE_KEY[-4:] + "." not in text
+
+
+def test_gemini_generate_content(live, with_gemini, project_token, upstream):
+    client = _gemini(live, project_token)  # kept: a genai.Client closes its connections when collected
+    answer = client.models.generate_content(model="gemini-fake", contents="Say hello")
+    assert answer.text == TEXT
+    assert answer.usage_metadata.total_token_count == 14
+    _gemini_upstream(upstream, project_token, "generateContent")
+
+
+def test_gemini_generate_content_stream(live, with_gemini, project_token, upstream):
+    client = _gemini(live, project_token)
+    chunks = list(client.models.generate_content_stream(model="gemini-fake", contents="Say hello"))
+    assert [chunk.text for chunk in chunks] == OPENAI_TEXT  # one chunk per SSE event, in order
+    assert chunks[-1].candidates[0].finish_reason == genai_types.FinishReason.STOP
+    _gemini_upstream(upstream, project_token, "streamGenerateContent")
+    assert upstream.requests[-1].path.endswith("?alt=sse")
+
+
+def test_gemini_with_a_bad_token_gets_401(live, with_gemini, project_token, upstream):
+    client = _gemini(live, project_token[:-4] + "AAAA")
+    with pytest.raises(genai_errors.ClientError) as raised:
+        client.models.generate_content(model="gemini-fake", contents="Say hello")
+    assert raised.value.code == 401
+    assert upstream.requests == []
+
+
+@pytest.mark.parametrize(
+    ("stored_suffix", "sdk_suffix"), [("", "/v1"), ("/v1", "")], ids=["v1-in-sdk-base-url", "v1-in-stored-base-url"]
+)
+def test_custom_base_url_and_the_sdk_base_url_are_joined_as_is(api, live, project, upstream, stored_suffix, sdk_suffix):
+    """JetPero appends the SDK's path to the stored base_url unchanged: `/v1` goes in one of them, once."""
+    proj = Project(*project.split("/"))
+    put_provider(api, proj, "my-llm", template="custom", api_key=FAKE_KEY, base_url=upstream.url + stored_suffix)
+    token = issue_token(api, proj)["token"]
+    client = openai.OpenAI(base_url=f"{live.url}/proxy/my-llm{sdk_suffix}", api_key=token, max_retries=0, timeout=10)
+    assert client.chat.completions.create(model="m", messages=MESSAGES).choices[0].message.content == TEXT
+    assert upstream.requests[-1].path == "/v1/chat/completions"
+    assert upstream.requests[-1].header_all("authorization") == [f"Bearer {FAKE_KEY}"]

@@ -12,6 +12,8 @@ Routes match on the end of the path, so any prefix works (``/openai/v1/chat/comp
   if ``"stream": true``)
 - ``POST .../v1/messages``          Anthropic Message (JSON with ``request-id``, or the SSE event sequence if
   ``"stream": true``)
+- ``POST .../models/M:generateContent``        Gemini answer (JSON)
+- ``POST .../models/M:streamGenerateContent``  the same as SSE chunks (what ``?alt=sse`` asks for)
 - ``.../redirect[?to=URL]``         302 to ``to`` (default ``http://127.0.0.1:1/``)
 - ``.../set-cookie``                200 with ``Set-Cookie`` and account-identifying headers
 - ``.../echo-key``                  401 echoing the credential received, in full and masked OpenAI-style
@@ -230,6 +232,11 @@ def _make_handler(fake: FakeUpstream) -> type[BaseHTTPRequestHandler]:
                     self._send(
                         200, _anthropic_message(model, "".join(OPENAI_TEXT)), [("request-id", ANTHROPIC_REQUEST_ID)]
                     )
+            elif gemini := re.search(r"/models/([^/:]+):(generateContent|streamGenerateContent)$", path):
+                if gemini[2] == "streamGenerateContent":
+                    self._stream(_gemini_events(gemini[1]), fake.event_delay)
+                else:
+                    self._send(200, _gemini_answer(gemini[1], OPENAI_TEXT, done=True))
             elif path.endswith("/redirect"):
                 self._send(302, {"redirect": True}, [("Location", arg("to", DEFAULT_REDIRECT))])
             elif path.endswith("/set-cookie"):
@@ -337,3 +344,18 @@ def _anthropic_events(model: str) -> list[bytes]:
         ("message_stop", {"type": "message_stop"}),
     ]
     return [f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events]
+
+
+def _gemini_answer(model: str, texts: list[str], *, done: bool) -> dict[str, Any]:
+    candidate: dict[str, Any] = {"content": {"role": "model", "parts": [{"text": "".join(texts)}]}, "index": 0}
+    answer: dict[str, Any] = {"candidates": [candidate], "modelVersion": model, "responseId": "resp_fake_gemini_1"}
+    if done:
+        candidate["finishReason"] = "STOP"
+        answer["usageMetadata"] = {"promptTokenCount": 9, "candidatesTokenCount": 5, "totalTokenCount": 14}
+    return answer
+
+
+def _gemini_events(model: str) -> list[bytes]:
+    last = len(OPENAI_TEXT) - 1
+    chunks = [_gemini_answer(model, [text], done=i == last) for i, text in enumerate(OPENAI_TEXT)]
+    return [b"data: " + json.dumps(chunk).encode() + b"\r\n\r\n" for chunk in chunks]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask_smorest import Api
 from werkzeug.routing import BaseConverter, ValidationError
 
+from .. import docs
 from ..rules.slugs import SLUG_PATTERN, is_slug
 from . import members, orgs, projects, providers, tokens
 from .auth import authenticate
@@ -33,7 +34,8 @@ def init_api(app) -> Api:
         OPENAPI_URL_PREFIX="/api/v1",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
+        OPENAPI_SWAGGER_UI_URL=docs.ASSETS_URL,  # Swagger UI from the app itself, never a CDN
+        OPENAPI_SWAGGER_UI_CONFIG={"validatorUrl": None},  # no call to validator.swagger.io
         API_SPEC_OPTIONS={
             "components": {
                 "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWS"}}
@@ -42,6 +44,7 @@ def init_api(app) -> Api:
         },
     )
     api = Api(app)
+    docs.init_app(app)
     api.register_converter(SlugConverter, lambda _: {"type": "string", "pattern": f"^{SLUG_PATTERN}$"})
     app.url_map.converters["slug"] = SlugConverter
     for blp in BLUEPRINTS:
