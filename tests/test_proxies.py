@@ -14,7 +14,8 @@ import urllib.request
 import pytest
 from flask import jsonify, request
 
-from app import create_app, observability
+from app import create_app
+from app.observability import logs
 from config import ConfigError
 from tests.helpers import make_config
 from tests.servers import LiveServer
@@ -32,7 +33,7 @@ def _app(bao, approle_file, proxies: int):
     def client_ip():
         return jsonify(remote_addr=request.remote_addr, scheme=request.scheme, host=request.host)
 
-    handler = observability._stream
+    handler = logs.handler()
     saved, handler.stream = handler.stream, io.StringIO()
     captured = handler.stream
 
