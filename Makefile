@@ -4,15 +4,27 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run stop test lint compose-check audit bench bench-instructions clean
+# The lock files pin every package, transitive ones included, with its hashes; pip refuses
+# anything else. requirements-dev.txt holds the runtime set too (the same versions).
+PIP_INSTALL := $(BIN)/pip install --quiet --require-hashes
+PIP_COMPILE := $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-index-url --no-emit-find-links $(LOCK_FLAGS)
+
+.PHONY: install lock run stop test lint compose-check audit bench bench-instructions clean
 
 install: $(STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(PIP_INSTALL) -r requirements-dev.txt
 	touch $(STAMP)
+
+# Regenerate both lock files from requirements.in and requirements-dev.in (runtime first: the
+# dev lock is constrained to it). Existing pins are kept; LOCK_FLAGS="--upgrade-package NAME"
+# (or "--upgrade") moves transitive ones.
+lock: install
+	$(PIP_COMPILE) --output-file requirements.txt requirements.in
+	$(PIP_COMPILE) --output-file requirements-dev.txt requirements-dev.in
 
 run: install
 	./tools/run.sh
@@ -30,8 +42,11 @@ compose-check:
 test: lint compose-check
 	$(BIN)/pytest
 
+# Known vulnerabilities in the locked packages (needs PyPI's vulnerability data), then the
+# bandit rules on their own (they also run in `make lint`).
 audit: install
-	$(BIN)/pip-audit -r requirements.txt
+	$(BIN)/pip-audit --disable-pip -r requirements.txt -r requirements-dev.txt
+	$(BIN)/ruff check --select S --ignore S101 .
 
 bench: install
 	$(BIN)/python -m bench.run
