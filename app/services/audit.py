@@ -1,0 +1,343 @@
+"""The audit trail: every change recorded before it is made (fail closed), hash-chained per org.
+
+    with audit.change(engine, actor, "provider.set", Target(org, project, "openai"), context):
+        ...  # the Vault change: runs only once the "requested" record is written
+
+A record holds ids and names, never a key, a token value or a Vault path. Each org's records
+form one chain (operator-level events have their own, `OPERATOR_CHAIN`): each record holds the
+hash of the one before, so `verify(engine, chain)` names the first record edited or removed.
+Every record is also one JSON log line on logger `jetpero.audit` (for a SIEM).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from ..store.db import Unavailable, now_ms
+from ..store.schema import audit_chains, audit_records
+
+log = logging.getLogger("jetpero.audit")
+
+OPERATOR_CHAIN = "(operator)"  # not a slug, so no org's chain can take its name
+GENESIS = "0" * 64
+APPEND_ATTEMPTS = 5
+PAGE_LIMIT = 500
+EXPORT_BATCH = 500
+HASHED = (
+    "chain", "seq", "at_ms", "entry", "outcome", "error", "actor_kind", "actor_id", "actor_role", "action",
+    "org", "project", "target", "detail", "request_id", "client_ip", "user_agent", "prev_hash",
+)  # fmt: skip
+FIELDS = ("id", *HASHED, "hash")
+
+
+class AuditUnavailable(Unavailable):
+    """The audit record could not be written, so the change was not made (503, retry later)."""
+
+
+@dataclass(frozen=True)
+class Actor:
+    kind: str  # member, operator, cli, anonymous
+    id: str | None = None
+    role: str | None = None
+
+    @classmethod
+    def from_principal(cls, claims: dict) -> Actor:
+        """The actor of verified admin-token claims (`role`, `member`), never the token itself."""
+        kind = "operator" if claims.get("role") == "operator" else "member"
+        return cls(kind, claims.get("member"), claims.get("role"))
+
+
+@dataclass(frozen=True)
+class Target:
+    org: str | None = None
+    project: str | None = None
+    name: str | None = None  # provider name, token id, member id
+
+    @property
+    def chain(self) -> str:
+        return self.org or OPERATOR_CHAIN
+
+
+@dataclass(frozen=True)
+class Context:
+    request_id: str | None = None
+    client_ip: str | None = None
+    user_agent: str | None = None
+
+
+@dataclass
+class Entry:
+    """A change in progress: `id` links its records; a body may set `error` to a failure's kind."""
+
+    id: str
+    error: str | None = None
+
+
+def digest(record: dict) -> str:
+    canonical = json.dumps([record[name] for name in HASHED], separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _append(engine: Engine, fields: dict) -> dict:
+    """Append one record to its chain; appends to one chain are serialised on its head row."""
+    chain = fields["chain"]
+    for _ in range(APPEND_ATTEMPTS):
+        try:
+            with engine.begin() as conn:
+                # UPDATE first: it takes the head's row lock (PostgreSQL) or the write lock (SQLite)
+                head = conn.execute(
+                    update(audit_chains)
+                    .where(audit_chains.c.chain == chain)
+                    .values(seq=audit_chains.c.seq + 1)
+                    .returning(audit_chains.c.seq, audit_chains.c.hash)
+                ).first()
+                if head is None:
+                    conn.execute(
+                        insert(audit_chains).values(
+                            chain=chain, seq=1, hash=GENESIS, trimmed_seq=0, trimmed_hash=GENESIS
+                        )
+                    )
+                    seq, prev = 1, GENESIS
+                else:
+                    seq, prev = head.seq, head.hash
+                record = {**fields, "seq": seq, "prev_hash": prev}
+                record["hash"] = digest(record)
+                record["id"] = conn.execute(insert(audit_records).values(record)).inserted_primary_key[0]
+                conn.execute(update(audit_chains).where(audit_chains.c.chain == chain).values(hash=record["hash"]))
+            return record
+        except IntegrityError:  # two first records of a new chain: the loser retries on the head row
+            continue
+    raise IntegrityError("audit chain head contended", None, Exception("retries exhausted"))
+
+
+def record(
+    engine: Engine,
+    actor: Actor,
+    action: str,
+    target: Target,
+    context: Context | None = None,
+    *,
+    outcome: str,
+    entry: str | None = None,
+    error: str | None = None,
+    detail: str | None = None,
+) -> dict:
+    """Write one record (and its log line); raise AuditUnavailable if it cannot be written."""
+    context = context or Context()
+    fields = {
+        "chain": target.chain, "at_ms": now_ms(), "entry": entry or uuid.uuid4().hex, "outcome": outcome,
+        "error": error, "actor_kind": actor.kind, "actor_id": actor.id, "actor_role": actor.role,
+        "action": action, "org": target.org, "project": target.project, "target": target.name,
+        "detail": detail, "request_id": context.request_id, "client_ip": context.client_ip,
+        "user_agent": (context.user_agent or "")[:256] or None,
+    }  # fmt: skip
+    try:
+        written = _append(engine, fields)
+    except SQLAlchemyError:
+        log.error("audit record not written", extra={"fields": {"audit": {**fields, "outcome": "unwritten"}}})
+        raise AuditUnavailable("the audit trail cannot be written") from None
+    log.info("audit", extra={"fields": {"audit": public(written)}})
+    return written
+
+
+@contextmanager
+def change(
+    engine: Engine,
+    actor: Actor,
+    action: str,
+    target: Target,
+    context: Context | None = None,
+    *,
+    detail: str | None = None,
+) -> Iterator[Entry]:
+    """Record "requested", run the body, record "succeeded" or "failed" (with the error's kind).
+
+    If "requested" cannot be written, AuditUnavailable is raised and the body never runs. If the
+    outcome cannot be written after the change was made, the change stands (it cannot be undone)
+    and the chain shows a "requested" record without outcome; the failure is logged.
+    """
+    requested = record(engine, actor, action, target, context, outcome="requested", detail=detail)
+    current = Entry(requested["entry"])
+    try:
+        yield current
+    except BaseException as exc:
+        _outcome(engine, actor, action, target, context, current, "failed", type(exc).__name__)
+        raise
+    _outcome(engine, actor, action, target, context, current, "succeeded", None)
+
+
+def _outcome(engine, actor, action, target, context, current: Entry, outcome: str, error: str | None) -> None:
+    try:
+        record(engine, actor, action, target, context, outcome=outcome, entry=current.id, error=current.error or error)
+    except AuditUnavailable:
+        pass  # logged by record(); the change itself has already happened or failed
+
+
+def event(
+    engine: Engine, actor: Actor, action: str, target: Target, context: Context | None = None, *, reason: str
+) -> None:
+    """A one-shot security event (e.g. `auth.refused` with its reason); never raises."""
+    try:
+        record(engine, actor, action, target, context, outcome="refused", detail=reason[:200])
+    except AuditUnavailable:
+        pass
+
+
+def public(row) -> dict:
+    """A record as the API, the exports and the log show it (time as ISO 8601 UTC)."""
+    data = {name: row[name] for name in FIELDS if name in row}
+    data["time"] = datetime.fromtimestamp(data["at_ms"] / 1000, UTC).isoformat(timespec="milliseconds")
+    return data
+
+
+def verify(engine: Engine, chain: str) -> dict:
+    """Check a chain end to end: `{"ok", "checked", "broken": {"seq", "id", "reason"} | None}`."""
+    try:
+        with engine.connect() as conn:
+            head = conn.execute(select(audit_chains).where(audit_chains.c.chain == chain)).mappings().first()
+            if head is None:
+                return {"chain": chain, "ok": True, "checked": 0, "broken": None}
+            expected_seq, expected_hash = head["trimmed_seq"] + 1, head["trimmed_hash"]
+            checked = 0
+            rows = conn.execute(
+                select(audit_records).where(audit_records.c.chain == chain).order_by(audit_records.c.seq)
+            ).mappings()
+            for row in rows:
+                reason = None
+                if row["seq"] != expected_seq:
+                    reason = f"record {expected_seq} is missing"
+                elif row["prev_hash"] != expected_hash:
+                    reason = "its previous-hash does not match the record before it"
+                elif digest(row) != row["hash"]:
+                    reason = "its content does not match its hash (edited)"
+                if reason:
+                    return {"chain": chain, "ok": False, "checked": checked, "broken": _broken(row, reason)}
+                expected_seq, expected_hash, checked = row["seq"] + 1, row["hash"], checked + 1
+            if head["seq"] != expected_seq - 1 or head["hash"] != expected_hash:
+                broken = {
+                    "seq": expected_seq,
+                    "id": None,
+                    "reason": "records after it are missing (chain head differs)",
+                }
+                return {"chain": chain, "ok": False, "checked": checked, "broken": broken}
+    except SQLAlchemyError:
+        raise Unavailable("the database cannot be read") from None
+    return {"chain": chain, "ok": True, "checked": checked, "broken": None}
+
+
+def _broken(row, reason: str) -> dict:
+    return {"seq": row["seq"], "id": row["id"], "reason": reason}
+
+
+def _filtered(chain: str, filters: dict):
+    query = select(audit_records).where(audit_records.c.chain == chain)
+    if filters.get("actor"):
+        query = query.where(audit_records.c.actor_id == filters["actor"])
+    if filters.get("action"):
+        query = query.where(audit_records.c.action == filters["action"])
+    if filters.get("target"):
+        t = filters["target"]
+        query = query.where((audit_records.c.target == t) | (audit_records.c.project == t))
+    if filters.get("since_ms") is not None:
+        query = query.where(audit_records.c.at_ms >= filters["since_ms"])
+    if filters.get("until_ms") is not None:
+        query = query.where(audit_records.c.at_ms < filters["until_ms"])
+    return query
+
+
+def query(engine: Engine, chain: str, *, cursor: int | None = None, limit: int = 100, **filters) -> dict:
+    """Newest first: `{"records": [...], "next_cursor": id | None}` (pass it back as `cursor`)."""
+    limit = max(1, min(limit, PAGE_LIMIT))
+    statement = _filtered(chain, filters).order_by(audit_records.c.id.desc()).limit(limit + 1)
+    if cursor is not None:
+        statement = statement.where(audit_records.c.id < cursor)
+    try:
+        with engine.connect() as conn:
+            rows = [public(row) for row in conn.execute(statement).mappings()]
+    except SQLAlchemyError:
+        raise Unavailable("the database cannot be read") from None
+    more = len(rows) > limit
+    return {"records": rows[:limit], "next_cursor": rows[limit - 1]["id"] if more else None}
+
+
+def _export_rows(engine: Engine, chain: str, filters: dict) -> Iterator[dict]:
+    """Oldest first, a short read per batch (no connection held while the client reads)."""
+    after = 0
+    while True:
+        statement = _filtered(chain, filters).where(audit_records.c.id > after)
+        with engine.connect() as conn:
+            batch = [
+                public(r) for r in conn.execute(statement.order_by(audit_records.c.id).limit(EXPORT_BATCH)).mappings()
+            ]
+        yield from batch
+        if len(batch) < EXPORT_BATCH:
+            return
+        after = batch[-1]["id"]
+
+
+def export_jsonl(engine: Engine, chain: str, **filters) -> Iterator[str]:
+    """The chain's records as JSON Lines, streamed."""
+    for row in _export_rows(engine, chain, filters):
+        yield json.dumps(row, separators=(",", ":")) + "\n"
+
+
+def _cell(value: object) -> object:
+    """No spreadsheet formula from a user agent: a leading = + - @ is quoted with '."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def export_csv(engine: Engine, chain: str, **filters) -> Iterator[str]:
+    """The chain's records as CSV with a header row, streamed."""
+    columns = ("time", *FIELDS)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns, extrasaction="ignore")
+    writer.writeheader()
+    for row in _export_rows(engine, chain, filters):
+        writer.writerow({k: _cell(v) for k, v in row.items()})
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+    yield buffer.getvalue()
+
+
+def trim(engine: Engine, chain: str, before_ms: int) -> int:
+    """Delete a chain's records older than `before_ms`, keeping where it was cut so `verify` still holds."""
+    with engine.begin() as conn:
+        last = conn.execute(
+            select(audit_records.c.seq, audit_records.c.hash)
+            .where(audit_records.c.chain == chain, audit_records.c.at_ms < before_ms)
+            .order_by(audit_records.c.seq.desc())
+            .limit(1)
+        ).first()
+        if last is None:
+            return 0
+        deleted = conn.execute(
+            audit_records.delete().where(audit_records.c.chain == chain, audit_records.c.seq <= last.seq)
+        ).rowcount
+        conn.execute(
+            update(audit_chains)
+            .where(audit_chains.c.chain == chain)
+            .values(trimmed_seq=last.seq, trimmed_hash=last.hash)
+        )
+    return deleted
+
+
+def chains(engine: Engine) -> list[str]:
+    """Every chain's name (the retention job walks them)."""
+    with engine.connect() as conn:
+        return list(conn.execute(select(audit_chains.c.chain)).scalars())
