@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from .db import engine_for
 
 SCRIPTS = Path(__file__).with_name("migrations")
 ATTEMPTS = 5
+_one_at_a_time = threading.Lock()  # alembic's `context` is process-global
 
 
 def alembic_config() -> AlembicConfig:
@@ -31,7 +33,7 @@ def upgrade(url: str) -> None:
     try:
         for attempt in range(ATTEMPTS):
             try:
-                with engine.begin() as connection:
+                with _one_at_a_time, engine.begin() as connection:
                     config = alembic_config()
                     config.attributes["connection"] = connection
                     command.upgrade(config, "head")
