@@ -218,8 +218,9 @@ def verify(engine: Engine, chain: str) -> dict:
             for row in rows:
                 reason = None
                 if row["seq"] != expected_seq:
-                    reason = f"record {expected_seq} is missing"
-                elif row["prev_hash"] != expected_hash:
+                    broken = {"seq": expected_seq, "id": None, "reason": "this record is missing (deleted)"}
+                    return {"chain": chain, "ok": False, "checked": checked, "broken": broken}
+                if row["prev_hash"] != expected_hash:
                     reason = "its previous-hash does not match the record before it"
                 elif digest(row) != row["hash"]:
                     reason = "its content does not match its hash (edited)"
