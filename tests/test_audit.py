@@ -162,7 +162,7 @@ def test_query_filters_and_cursor_pagination(engine):
 
 def test_exports_stream_every_record_as_jsonl_and_csv(engine, monkeypatch):
     monkeypatch.setattr(audit, "EXPORT_BATCH", 4)  # several batches
-    agent = Context(user_agent="=HYPERLINK(\"http://evil\")")
+    agent = Context(user_agent='=HYPERLINK("http://evil")')
     for i in range(10):
         audit.record(engine, ALICE, "member.removed", Target("acme", name=f"m{i}"), agent, outcome="succeeded")
     lines = audit.export_jsonl(engine, "acme")

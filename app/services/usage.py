@@ -91,7 +91,9 @@ class UsageWriter:
                 conn.execute(insert(usage_records), rows)
         except SQLAlchemyError as exc:
             if is_unavailable(exc):
-                log.warning("usage records not written yet: database unavailable", extra={"fields": {"held": len(rows)}})
+                log.warning(
+                    "usage records not written yet: database unavailable", extra={"fields": {"held": len(rows)}}
+                )
                 return 0
             log.error("usage records refused by the database: dropped", extra={"fields": {"dropped": len(rows)}})
             self.dropped += len(rows)  # a bad record must not block the queue forever
