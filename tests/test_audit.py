@@ -175,7 +175,7 @@ def test_exports_stream_every_record_as_jsonl_and_csv(engine, monkeypatch):
 
 
 def test_retention_trims_a_chain_that_still_verifies(engine):
-    for i in range(4):
+    for _ in range(4):
         audit.record(engine, ALICE, "org.updated", Target("acme"), outcome="succeeded")
     with engine.begin() as conn:
         conn.execute(text("UPDATE audit_records SET at_ms = 0 WHERE seq <= 2"))

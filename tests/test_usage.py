@@ -50,9 +50,9 @@ def test_the_writer_batches_records_into_one_transaction_per_interval(engine):
     assert len(transactions) <= 3  # 300 records, at most a few ticks: not one transaction each
 
 
-def test_a_dead_database_drops_past_the_bound_with_a_count_and_never_blocks(database_url):
+def test_a_dead_database_drops_past_the_bound_with_a_count_and_never_blocks(database_url, tmp_path):
     if database_url.startswith("sqlite"):
-        dead = engine_for("sqlite:///" + database_url.rsplit("/", 1)[0])  # a directory: cannot be opened
+        dead = engine_for(f"sqlite:///{tmp_path}")  # a directory: SQLite cannot open it
     else:
         dead = engine_for(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/test")
     writer = UsageWriter(dead, bound=50, interval=0.05)
