@@ -109,6 +109,26 @@ class Config:
         Variable(
             "JETPERO_METRICS_TOKEN", "", _str, "Bearer token that /metrics requires; empty: /metrics is off (404)."
         ),
+        Variable(
+            "JETPERO_DATABASE_URL",
+            "sqlite:///.data/jetpero.db",
+            _str,
+            "SQL database of the audit trail and usage records: `sqlite:///path` (one node) or"
+            " `postgresql+psycopg://user:password@host/db` (several nodes). Migrated at start.",
+        ),
+        Variable(
+            "JETPERO_USAGE_QUEUE",
+            "100000",
+            _positive_int,
+            "Usage records a worker holds while the database is unavailable; past it they are dropped"
+            " (counted as `jetpero_usage_dropped_total`).",
+        ),
+        Variable(
+            "JETPERO_USAGE_STREAM_SECONDS",
+            "300",
+            _positive_int,
+            "Seconds a live usage stream (SSE) stays open; the browser's EventSource then reconnects.",
+        ),
         Variable("JETPERO_LOG_LEVEL", "INFO", _str, "Log level of the JSON logs."),
         Variable("JETPERO_BIND", "127.0.0.1:8000", _str, "Address gunicorn listens on."),
         Variable("JETPERO_WORKERS", "2", _positive_int, "gunicorn worker processes (gevent workers)."),

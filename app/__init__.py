@@ -9,7 +9,9 @@ from config import Config
 from . import cli, errors, health, observability
 from .admin import init_api
 from .proxy.views import bp as proxy_bp
+from .services.usage import UsageWriter
 from .state import Worker
+from .store import db, migrate
 from .vault.connection import Vault
 
 
@@ -31,7 +33,15 @@ def create_app(config: Config | None = None) -> Flask:
     worker.on_tick.append(lambda: worker.report_caches(observability.cache_counts))
     worker.on_tick.append(observability.flush_metrics)
     worker.on_tick.append(observability.configure_logging(config.JETPERO_LOG_LEVEL).drain)
-    observability.init_app(app, on_request=worker.start)  # the change-feed poller starts after the fork
+    migrate.upgrade(config.JETPERO_DATABASE_URL)
+    app.extensions["jetpero.db"] = engine = db.engine_for(config.JETPERO_DATABASE_URL)
+    app.extensions["jetpero.usage"] = usage = UsageWriter(engine, bound=config.JETPERO_USAGE_QUEUE)
+
+    def start() -> None:  # the change-feed poller and the usage writer start after the fork
+        worker.start()
+        usage.start()
+
+    observability.init_app(app, on_request=start)
     init_api(app)
     errors.register(app)  # after flask-smorest, whose own HTTPException handler it replaces
     app.register_blueprint(proxy_bp)

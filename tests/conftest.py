@@ -7,6 +7,7 @@ own least-privilege AppRole from `vault-policies/`.
 
 from __future__ import annotations
 
+import os
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -63,6 +64,7 @@ def make_config(bao: Bao, approle_file: str, **overrides) -> Config:
         "JETPERO_ALLOW_PRIVATE_UPSTREAMS": "true",  # the fake upstream is on loopback
         "JETPERO_SYNC_INTERVAL": "0.5",
         "JETPERO_UPSTREAM_READ_TIMEOUT": "5",
+        "JETPERO_DATABASE_URL": f"sqlite:///{os.path.join(os.path.dirname(approle_file), 'jetpero.db')}",
     }
     environ.update({k: str(v) for k, v in overrides.items()})
     return Config.from_env(environ)
