@@ -27,7 +27,9 @@ def db(app):
 @pytest.fixture
 def trail(db, org):
     for i in range(3):
-        audit.record(db, Actor("member", "abc", "owner"), "member.added", Target(org, name=f"m{i}"), outcome="succeeded")
+        audit.record(
+            db, Actor("member", "abc", "owner"), "member.added", Target(org, name=f"m{i}"), outcome="succeeded"
+        )
     return org
 
 
@@ -52,7 +54,9 @@ def test_another_orgs_admin_and_anonymous_callers_are_refused(api, trail):
 
 
 def test_operator_events_have_their_own_endpoint(api, db):
-    audit.record(db, Actor("operator", "op", "operator"), "operator_token.minted", Target(name="op-9"), outcome="succeeded")
+    audit.record(
+        db, Actor("operator", "op", "operator"), "operator_token.minted", Target(name="op-9"), outcome="succeeded"
+    )
     response = api.get("/audit", query_string={"action": "operator_token.minted"})
     assert response.status_code == 200 and response.json["records"][0]["target"] == "op-9"
     assert api.get("/audit/verify").json["ok"] is True

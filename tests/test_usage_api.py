@@ -31,8 +31,17 @@ def write(db, project: str, *overrides: dict) -> None:
     for extra in overrides:
         writer.record(
             **{
-                "org": org, "project": slug, "provider": "openai", "method": "POST", "path": "/v1/chat/completions",
-                "status": 200, "duration_ms": 10, "model": "gpt-4o", "total_tokens": 7, "token_id": "t1", **extra,
+                "org": org,
+                "project": slug,
+                "provider": "openai",
+                "method": "POST",
+                "path": "/v1/chat/completions",
+                "status": 200,
+                "duration_ms": 10,
+                "model": "gpt-4o",
+                "total_tokens": 7,
+                "token_id": "t1",
+                **extra,
             }  # fmt: skip
         )
     writer.flush()
