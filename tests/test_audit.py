@@ -15,6 +15,7 @@ from sqlalchemy import text
 
 from app.services import audit
 from app.services.audit import Actor, AuditUnavailable, Context, Target
+from app.store import audit_chain
 
 ALICE = Actor("member", "a1b2c3d4", "owner")
 OPERATOR = Actor("operator", "op-1", "operator")
@@ -181,7 +182,7 @@ def test_retention_trims_a_chain_that_still_verifies(engine):
         conn.execute(text("UPDATE audit_records SET at_ms = 0 WHERE seq <= 2"))
     with engine.begin() as conn:  # the old records' hashes must be recomputed after the time edit
         rows = conn.execute(text("SELECT * FROM audit_records ORDER BY seq")).mappings().all()
-    prev = audit.GENESIS
+    prev = audit_chain.GENESIS
     with engine.begin() as conn:
         for row in rows:
             fixed = {**row, "prev_hash": prev}
@@ -193,7 +194,7 @@ def test_retention_trims_a_chain_that_still_verifies(engine):
             prev = fixed["hash"]
         conn.execute(text("UPDATE audit_chains SET hash = :h"), {"h": prev})
     assert audit.verify(engine, "acme")["ok"]
-    assert audit.trim(engine, "acme", before_ms=1) == 2
+    assert audit_chain.trim(engine, "acme", before_ms=1) == 2
     assert audit.verify(engine, "acme") == {"chain": "acme", "ok": True, "checked": 2, "broken": None}
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM audit_records WHERE seq = 3"))

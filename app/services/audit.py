@@ -22,18 +22,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
+from ..store import audit_chain
 from ..store.db import Unavailable, now_ms
 from ..store.schema import audit_chains, audit_records
 
 log = logging.getLogger("jetpero.audit")
 
 OPERATOR_CHAIN = "(operator)"  # not a slug, so no org's chain can take its name
-GENESIS = "0" * 64
-APPEND_ATTEMPTS = 5
 PAGE_LIMIT = 500
 EXPORT_BATCH = 500
 HASHED = (
@@ -91,38 +90,6 @@ def digest(record: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _append(engine: Engine, fields: dict) -> dict:
-    """Append one record to its chain; appends to one chain are serialised on its head row."""
-    chain = fields["chain"]
-    for _ in range(APPEND_ATTEMPTS):
-        try:
-            with engine.begin() as conn:
-                # UPDATE first: it takes the head's row lock (PostgreSQL) or the write lock (SQLite)
-                head = conn.execute(
-                    update(audit_chains)
-                    .where(audit_chains.c.chain == chain)
-                    .values(seq=audit_chains.c.seq + 1)
-                    .returning(audit_chains.c.seq, audit_chains.c.hash)
-                ).first()
-                if head is None:
-                    conn.execute(
-                        insert(audit_chains).values(
-                            chain=chain, seq=1, hash=GENESIS, trimmed_seq=0, trimmed_hash=GENESIS
-                        )
-                    )
-                    seq, prev = 1, GENESIS
-                else:
-                    seq, prev = head.seq, head.hash
-                record = {**fields, "seq": seq, "prev_hash": prev}
-                record["hash"] = digest(record)
-                record["id"] = conn.execute(insert(audit_records).values(record)).inserted_primary_key[0]
-                conn.execute(update(audit_chains).where(audit_chains.c.chain == chain).values(hash=record["hash"]))
-            return record
-        except IntegrityError:  # two first records of a new chain: the loser retries on the head row
-            continue
-    raise IntegrityError("audit chain head contended", None, Exception("retries exhausted"))
-
-
 def record(
     engine: Engine,
     actor: Actor,
@@ -145,7 +112,7 @@ def record(
         "user_agent": (context.user_agent or "")[:256] or None,
     }  # fmt: skip
     try:
-        written = _append(engine, fields)
+        written = audit_chain.append(engine, fields, digest)
     except SQLAlchemyError:
         log.error("audit record not written", extra={"fields": {"audit": {**fields, "outcome": "unwritten"}}})
         raise AuditUnavailable("the audit trail cannot be written") from None
@@ -243,26 +210,10 @@ def _broken(row, reason: str) -> dict:
     return {"seq": row["seq"], "id": row["id"], "reason": reason}
 
 
-def _filtered(chain: str, filters: dict):
-    query = select(audit_records).where(audit_records.c.chain == chain)
-    if filters.get("actor"):
-        query = query.where(audit_records.c.actor_id == filters["actor"])
-    if filters.get("action"):
-        query = query.where(audit_records.c.action == filters["action"])
-    if filters.get("target"):
-        t = filters["target"]
-        query = query.where((audit_records.c.target == t) | (audit_records.c.project == t))
-    if filters.get("since_ms") is not None:
-        query = query.where(audit_records.c.at_ms >= filters["since_ms"])
-    if filters.get("until_ms") is not None:
-        query = query.where(audit_records.c.at_ms < filters["until_ms"])
-    return query
-
-
 def query(engine: Engine, chain: str, *, cursor: int | None = None, limit: int = 100, **filters) -> dict:
     """Newest first: `{"records": [...], "next_cursor": id | None}` (pass it back as `cursor`)."""
     limit = max(1, min(limit, PAGE_LIMIT))
-    statement = _filtered(chain, filters).order_by(audit_records.c.id.desc()).limit(limit + 1)
+    statement = audit_chain.filtered(chain, filters).order_by(audit_records.c.id.desc()).limit(limit + 1)
     if cursor is not None:
         statement = statement.where(audit_records.c.id < cursor)
     try:
@@ -278,7 +229,7 @@ def _export_rows(engine: Engine, chain: str, filters: dict) -> Iterator[dict]:
     """Oldest first, a short read per batch (no connection held while the client reads)."""
     after = 0
     while True:
-        statement = _filtered(chain, filters).where(audit_records.c.id > after)
+        statement = audit_chain.filtered(chain, filters).where(audit_records.c.id > after)
         with engine.connect() as conn:
             batch = [
                 public(r) for r in conn.execute(statement.order_by(audit_records.c.id).limit(EXPORT_BATCH)).mappings()
@@ -314,31 +265,3 @@ def export_csv(engine: Engine, chain: str, **filters) -> Iterator[str]:
         buffer.seek(0)
         buffer.truncate()
     yield buffer.getvalue()
-
-
-def trim(engine: Engine, chain: str, before_ms: int) -> int:
-    """Delete a chain's records older than `before_ms`, keeping where it was cut so `verify` still holds."""
-    with engine.begin() as conn:
-        last = conn.execute(
-            select(audit_records.c.seq, audit_records.c.hash)
-            .where(audit_records.c.chain == chain, audit_records.c.at_ms < before_ms)
-            .order_by(audit_records.c.seq.desc())
-            .limit(1)
-        ).first()
-        if last is None:
-            return 0
-        deleted = conn.execute(
-            audit_records.delete().where(audit_records.c.chain == chain, audit_records.c.seq <= last.seq)
-        ).rowcount
-        conn.execute(
-            update(audit_chains)
-            .where(audit_chains.c.chain == chain)
-            .values(trimmed_seq=last.seq, trimmed_hash=last.hash)
-        )
-    return deleted
-
-
-def chains(engine: Engine) -> list[str]:
-    """Every chain's name (the retention job walks them)."""
-    with engine.connect() as conn:
-        return list(conn.execute(select(audit_chains.c.chain)).scalars())

@@ -17,10 +17,9 @@ from sqlalchemy import case, delete, func, insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..store import leases, settings
+from ..store import audit_chain, leases, settings
 from ..store.db import Unavailable, is_unavailable, now_ms
 from ..store.schema import usage_records
-from . import audit
 
 log = logging.getLogger("jetpero.usage")
 
@@ -225,9 +224,9 @@ def run_retention(engine: Engine, holder: str, *, now: int | None = None, lease_
             cutoff = now - values["usage_retention_days"] * DAY_MS
             removed["usage"] += _delete(engine, (usage_records.c.org == org) & (usage_records.c.at_ms < cutoff))
         removed["audit"] = 0
-        for chain in audit.chains(engine):
+        for chain in audit_chain.chains(engine):
             keep = custom.get(chain, days)["audit_retention_days"]
-            removed["audit"] += audit.trim(engine, chain, now - keep * DAY_MS)
+            removed["audit"] += audit_chain.trim(engine, chain, now - keep * DAY_MS)
     finally:
         leases.release(engine, "retention", holder)
     return removed
