@@ -9,7 +9,7 @@ from config import Config
 from . import cli, errors, health, observability
 from .admin import init_api
 from .proxy.views import bp as proxy_bp
-from .services.usage import UsageWriter
+from .services.usage import RetentionJob, UsageWriter
 from .state import Worker
 from .store import db, migrate
 from .vault.connection import Vault
@@ -36,6 +36,7 @@ def create_app(config: Config | None = None) -> Flask:
     migrate.upgrade(config.JETPERO_DATABASE_URL)
     app.extensions["jetpero.db"] = engine = db.engine_for(config.JETPERO_DATABASE_URL)
     app.extensions["jetpero.usage"] = usage = UsageWriter(engine, bound=config.JETPERO_USAGE_QUEUE)
+    worker.on_tick.append(RetentionJob(engine))
 
     def start() -> None:  # the change-feed poller and the usage writer start after the fork
         worker.start()

@@ -1,7 +1,8 @@
-"""Command-line tasks: `flask --app wsgi bootstrap` and `flask --app wsgi operator-token`."""
+"""Command-line tasks: `flask --app wsgi bootstrap`, `operator-token`, `audit-verify`."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -10,6 +11,8 @@ import hvac
 from flask import Flask, current_app
 
 from . import tokens
+from .services import audit
+from .store import audit_chain
 from .vault import members, signing
 from .vault.bootstrap import OPERATOR_POLICY, bootstrap
 from .vault.errors import VaultError
@@ -61,3 +64,15 @@ def register(app: Flask) -> None:
             policies=[OPERATOR_POLICY], ttl=ttl, no_default_policy=False, display_name="jetpero-operator"
         )["auth"]
         click.echo(auth["client_token"])
+
+    @app.cli.command("audit-verify")
+    @click.option("--org", default=None, help="Check only this org's chain (default: every chain).")
+    def audit_verify_command(org: str | None) -> None:
+        """Check the audit trail's hash chains; name the first broken record of each (exit 1 if any)."""
+        engine = current_app.extensions["jetpero.db"]
+        broken = 0
+        for chain in [org] if org else audit_chain.chains(engine):
+            result = audit.verify(engine, chain)
+            click.echo(json.dumps(result))
+            broken += not result["ok"]
+        sys.exit(1 if broken else 0)

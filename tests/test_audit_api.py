@@ -82,3 +82,13 @@ def test_exports_are_streamed_jsonl_and_csv(api, trail):
 def test_bad_filters_are_422(api, trail):
     assert api.get(f"/orgs/{trail}/audit", query_string={"since": "yesterday"}).status_code == 422
     assert api.get(f"/orgs/{trail}/audit", query_string={"format": "xml"}).status_code == 422
+
+
+def test_the_audit_verify_command_names_the_broken_record(app, db, trail):
+    runner = app.test_cli_runner()
+    ok = runner.invoke(args=["audit-verify", "--org", trail])
+    assert ok.exit_code == 0 and json.loads(ok.output)["checked"] == 3
+    with db.begin() as conn:
+        conn.execute(text("UPDATE audit_records SET target = 'm9' WHERE chain = :c AND seq = 1"), {"c": trail})
+    broken = runner.invoke(args=["audit-verify", "--org", trail])
+    assert broken.exit_code == 1 and json.loads(broken.output)["broken"]["seq"] == 1

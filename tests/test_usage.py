@@ -162,7 +162,16 @@ def test_retention_applies_each_orgs_days_under_one_lease(engine):
     assert usage.run_retention(engine, "node-a", now=now + DAY_MS // 2) == {"usage": 2, "audit": 0}
     assert usage.run_retention(engine, "node-a", now=now + 2 * DAY_MS) == {"usage": 2, "audit": 1}
     assert audit.verify(engine, "short")["ok"]
-    from app.store import leases
+    assert usage.run_retention(engine, "node-b") is None  # node-a holds the period's lease
 
-    assert leases.acquire(engine, "retention", "node-b", 60)
-    assert usage.run_retention(engine, "node-a") is None  # another node holds the job
+
+def test_the_retention_job_runs_in_its_own_thread_once_per_period_across_nodes(engine):
+    write(engine, call(at_ms=1))  # 1970: past any retention
+    job = usage.RetentionJob(engine, first=0)
+    job()  # the tick returns at once; the job runs in a thread
+    deadline = time.monotonic() + 10
+    while count(engine) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert count(engine) == 0
+    job()  # not due again for an hour
+    assert usage.run_retention(engine, "another-node:1") is None  # this process holds the period

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
+import time
 from collections import deque
 from datetime import UTC, datetime
 
@@ -210,23 +212,51 @@ def delete_scope(engine: Engine, org: str, project: str | None = None) -> int:
     return _delete(engine, _scope(org, project))
 
 
-def run_retention(engine: Engine, holder: str, *, now: int | None = None, lease_seconds: float = 600) -> dict | None:
-    """Apply every org's retention days to usage and audit records; None if another node holds the job."""
-    if not leases.acquire(engine, "retention", holder, lease_seconds):
+def run_retention(engine: Engine, holder: str, *, now: int | None = None, every: float = 3600) -> dict | None:
+    """Apply every org's retention days to usage and audit records; None if another node ran it.
+
+    The lease is held for `every` seconds and not released: one run per period across every
+    worker and node (its holder may run it again sooner).
+    """
+    if not leases.acquire(engine, "retention", holder, every):
         return None
     now = now_ms() if now is None else now
-    try:
-        custom = settings.all_orgs(engine)
-        days = settings.DEFAULTS
-        cutoff = now - days["usage_retention_days"] * DAY_MS
-        removed = {"usage": _delete(engine, (usage_records.c.at_ms < cutoff) & usage_records.c.org.not_in(custom))}
-        for org, values in custom.items():
-            cutoff = now - values["usage_retention_days"] * DAY_MS
-            removed["usage"] += _delete(engine, (usage_records.c.org == org) & (usage_records.c.at_ms < cutoff))
-        removed["audit"] = 0
-        for chain in audit_chain.chains(engine):
-            keep = custom.get(chain, days)["audit_retention_days"]
-            removed["audit"] += audit_chain.trim(engine, chain, now - keep * DAY_MS)
-    finally:
-        leases.release(engine, "retention", holder)
+    custom = settings.all_orgs(engine)
+    days = settings.DEFAULTS
+    cutoff = now - days["usage_retention_days"] * DAY_MS
+    removed = {"usage": _delete(engine, (usage_records.c.at_ms < cutoff) & usage_records.c.org.not_in(custom))}
+    for org, values in custom.items():
+        cutoff = now - values["usage_retention_days"] * DAY_MS
+        removed["usage"] += _delete(engine, (usage_records.c.org == org) & (usage_records.c.at_ms < cutoff))
+    removed["audit"] = 0
+    for chain in audit_chain.chains(engine):
+        keep = custom.get(chain, days)["audit_retention_days"]
+        removed["audit"] += audit_chain.trim(engine, chain, now - keep * DAY_MS)
     return removed
+
+
+class RetentionJob:
+    """A worker tick hook: every `every` seconds, `run_retention` in a thread of its own (the
+    caller's tick is never delayed); the lease lets one worker of one node do it per period."""
+
+    def __init__(self, engine: Engine, *, every: float = 3600, first: float = 60):
+        self.engine = engine
+        self.every = every
+        self._due = time.monotonic() + first
+
+    def __call__(self) -> None:
+        if time.monotonic() < self._due:
+            return
+        self._due = time.monotonic() + self.every
+        threading.Thread(target=self.run, name="retention", daemon=True).start()
+
+    def run(self) -> dict | None:
+        holder = f"{socket.gethostname()}:{os.getpid()}"
+        try:
+            removed = run_retention(self.engine, holder, every=self.every)
+        except (SQLAlchemyError, Unavailable):
+            log.warning("retention not applied: database unavailable (retried next period)")
+            return None
+        if removed:
+            log.info("retention applied", extra={"fields": {"removed": removed}})
+        return removed

@@ -28,10 +28,3 @@ def acquire(engine: Engine, name: str, holder: str, seconds: float) -> bool:
     except IntegrityError:  # it exists and is held by someone else
         return False
     return True
-
-
-def release(engine: Engine, name: str, holder: str) -> None:
-    with engine.begin() as conn:
-        conn.execute(
-            update(job_leases).where(job_leases.c.name == name, job_leases.c.holder == holder).values(expires_ms=0)
-        )
