@@ -11,7 +11,8 @@ from sqlalchemy import text
 from app.services import audit
 from app.services.usage import UsageWriter
 from app.store.db import engine_for
-from tests.conftest import project_path
+from app.store.schema import metadata
+from tests.conftest import FAKE_KEY, project_path
 
 
 @pytest.fixture
@@ -77,6 +78,16 @@ def test_gdpr_erasure_is_for_admins_and_recorded_in_the_audit_trail(api, db, pro
     (done, requested) = audit.query(db, org, action="usage.erased")["records"]
     assert (requested["outcome"], done["outcome"], done["target"]) == ("requested", "succeeded", "user-7")
     assert done["actor_kind"] == "operator"
+
+
+def test_no_token_or_key_is_in_any_row(api, db, project, project_token, operator_token):
+    """After admin calls (audited) and a proxied call, no table holds a token value or the key."""
+    assert api.delete(project_path(project) + "/usage", query_string={"end_user": "someone"}).status_code == 200
+    with db.connect() as conn:
+        dump = " ".join(str(row) for table in metadata.sorted_tables for row in conn.execute(table.select()).all())
+    assert dump  # the audit trail holds rows by now
+    for secret in (FAKE_KEY, operator_token, project_token, project_token.split(".")[2]):
+        assert secret not in dump
 
 
 def test_erasure_is_refused_when_the_audit_trail_cannot_be_written(api, db, project):
