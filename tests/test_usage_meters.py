@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -133,6 +134,15 @@ def test_hostile_input_is_no_usage_never_an_exception(content_type, body):
     assert result is None or all(result[k] is None for k in ("prompt_tokens", "completion_tokens", "total_tokens"))
 
 
+def test_many_tiny_chunks_cost_linear_time():
+    body = b'{"model":"m","usage":{"prompt_tokens":1,"completion_tokens":2},"pad":"' + b"a" * (MAX_JSON - 100) + b'"}'
+    started = time.perf_counter()
+    assert meter_of("openai", "application/json", body, 16)["total_tokens"] == 3
+    line = b'data: {"usage":{"prompt_tokens":4,"completion_tokens":5},"pad":"' + b"a" * (MAX_LINE - 100) + b'"}\n\n'
+    assert meter_of("openai", SSE, line, 1)["total_tokens"] == 9
+    assert time.perf_counter() - started < 10
+
+
 def test_a_json_answer_past_the_limit_is_not_parsed():
     padding = b" " * MAX_JSON
     assert meter_of("openai", "application/json", b'{"usage":{"prompt_tokens":1}}' + padding, 65536) is None
@@ -146,4 +156,4 @@ def test_an_overlong_sse_line_is_skipped_and_metering_resumes_after_it():
     endless = UsageMeter.for_template("openai", SSE)
     for _ in range(200):  # 200 MiB without a newline: nothing kept
         endless.feed(b"x" * (1 << 20))
-    assert len(endless._buffer) <= MAX_LINE and endless.result() is None
+    assert len(endless._partial) <= MAX_LINE and endless.result() is None

@@ -88,7 +88,9 @@ class UsageMeter:
         self._read = READERS.get(dialect) if dialect else None
         self._stream = stream
         self._found: dict = {}
-        self._buffer = b""  # JSON: the answer so far; SSE: the partial last line
+        self._chunks: list[bytes] = []  # JSON: the answer so far
+        self._size = 0
+        self._partial = bytearray()  # SSE: the last line's start
         self._overflow = False  # JSON: too large; SSE: inside an overlong line
 
     @classmethod
@@ -104,26 +106,37 @@ class UsageMeter:
             if self._stream:
                 self._feed_sse(chunk)
             elif not self._overflow:
-                if len(self._buffer) + len(chunk) > MAX_JSON:
-                    self._overflow, self._buffer = True, b""
+                self._size += len(chunk)
+                if self._size > MAX_JSON:
+                    self._overflow, self._chunks = True, []
                 else:
-                    self._buffer += chunk
+                    self._chunks.append(chunk)
         except (MemoryError, RecursionError):
             self._read = None
 
     def _feed_sse(self, chunk: bytes) -> None:
-        if self._overflow:  # the rest of an overlong line: skip up to its end
-            end = chunk.find(b"\n")
-            if end < 0:
-                return
-            chunk, self._overflow = chunk[end + 1 :], False
-        *lines, self._buffer = (self._buffer + chunk).split(b"\n")
-        if len(self._buffer) > MAX_LINE:
-            self._buffer, self._overflow = b"", True
-        for line in lines:
-            if len(line) <= MAX_LINE and line.startswith(b"data:") and b"usage" in line:
-                if b'"usage":null' not in line:  # OpenAI's chunks before the last one
-                    self._take(_parse(line[5:].strip()))
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            if self._overflow:  # the end of an overlong line: skipped
+                self._overflow = False
+            elif self._partial:
+                self._partial += chunk[start:end]
+                self._line(bytes(self._partial))
+            else:
+                self._line(chunk[start:end])
+            self._partial.clear()
+            start = end + 1
+        if start < len(chunk) and not self._overflow:
+            if len(self._partial) + len(chunk) - start > MAX_LINE:
+                self._partial.clear()
+                self._overflow = True
+            else:
+                self._partial += chunk[start:]
+
+    def _line(self, line: bytes) -> None:
+        if len(line) <= MAX_LINE and line.startswith(b"data:") and b"usage" in line:
+            if b'"usage":null' not in line:  # OpenAI's chunks before the last one
+                self._take(_parse(line[5:].strip()))
 
     def _take(self, obj: object) -> None:
         if isinstance(obj, list):  # Gemini's streamGenerateContent without alt=sse: a JSON array
@@ -138,9 +151,9 @@ class UsageMeter:
         if self._read is None:
             return None
         try:
-            if not self._stream and self._buffer and not self._overflow:
-                self._take(_parse(self._buffer))
-                self._buffer = b""
+            if self._chunks:
+                self._take(_parse(b"".join(self._chunks)))
+                self._chunks = []
         except (MemoryError, RecursionError):
             return None
         if not self._found:
