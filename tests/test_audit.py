@@ -65,6 +65,14 @@ def test_a_dead_database_refuses_the_change(tmp_path):
     assert ran == []
 
 
+def test_values_longer_than_their_column_are_cut_not_refused(engine):
+    long = Context(request_id="r" * 500, user_agent="u" * 5000)
+    audit.record(engine, ALICE, "provider.set", Target("acme", "web", "n" * 900), long, outcome="succeeded")
+    (row,) = audit.query(engine, "acme")["records"]
+    assert (len(row["request_id"]), len(row["user_agent"]), len(row["target"])) == (64, 256, 200)
+    assert audit.verify(engine, "acme")["ok"]
+
+
 def test_security_events_are_one_shot_records_that_never_raise(engine, tmp_path):
     audit.event(engine, Actor("anonymous"), "auth.refused", Target("acme"), CONTEXT, reason="expired token")
     (only,) = audit.query(engine, "acme")["records"]

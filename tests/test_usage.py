@@ -86,6 +86,12 @@ def test_records_held_while_the_database_is_down_are_written_when_it_is_back(eng
     assert count(engine) + writer.dropped == 5
 
 
+def test_values_longer_than_their_column_are_cut_not_refused(engine):
+    write(engine, call(path="/v1/" + "p" * 5000, model="m" * 1000))
+    (row,) = usage.records(engine, "acme", "web")["records"]
+    assert len(row["path"]) == 512 and len(row["model"]) == 200
+
+
 def test_record_never_raises_and_bad_rows_do_not_block_the_queue(engine):
     writer = UsageWriter(engine, bound=10, interval=60)
     writer.record(org=None, project=None)  # missing required columns

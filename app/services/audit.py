@@ -109,8 +109,11 @@ def record(
         "error": error, "actor_kind": actor.kind, "actor_id": actor.id, "actor_role": actor.role,
         "action": action, "org": target.org, "project": target.project, "target": target.name,
         "detail": detail, "request_id": context.request_id, "client_ip": context.client_ip,
-        "user_agent": (context.user_agent or "")[:256] or None,
+        "user_agent": context.user_agent or None,
     }  # fmt: skip
+    for name, value in fields.items():  # a value longer than its column is cut, never refused
+        if isinstance(value, str):
+            fields[name] = value[: audit_records.c[name].type.length]
     try:
         written = audit_chain.append(engine, fields, digest)
     except SQLAlchemyError:
@@ -158,7 +161,7 @@ def event(
 ) -> None:
     """A one-shot security event (e.g. `auth.refused` with its reason); never raises."""
     try:
-        record(engine, actor, action, target, context, outcome="refused", detail=reason[:200])
+        record(engine, actor, action, target, context, outcome="refused", detail=reason)
     except AuditUnavailable:
         pass
 

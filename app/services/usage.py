@@ -26,6 +26,7 @@ from ..store.schema import usage_records
 log = logging.getLogger("jetpero.usage")
 
 COLUMNS = tuple(c.name for c in usage_records.columns if c.name != "id")
+TEXT_COLUMNS = tuple(c.name for c in usage_records.columns if getattr(c.type, "length", None))
 GROUPS = ("token_id", "provider", "model", "environment", "status")
 BUCKETS = {"hour": 3_600_000, "day": 86_400_000}
 PAGE_LIMIT = 500
@@ -87,6 +88,9 @@ class UsageWriter:
         for row in rows:
             row["bytes_in"] = row["bytes_in"] or 0
             row["bytes_out"] = row["bytes_out"] or 0
+            for name in TEXT_COLUMNS:  # a long path or model name is cut, not a refused batch
+                if isinstance(row[name], str):
+                    row[name] = row[name][: usage_records.c[name].type.length]
         try:
             with self.engine.begin() as conn:
                 conn.execute(insert(usage_records), rows)
