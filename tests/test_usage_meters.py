@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
+import zlib
 
 import pytest
 
@@ -157,3 +159,29 @@ def test_an_overlong_sse_line_is_skipped_and_metering_resumes_after_it():
     for _ in range(200):  # 200 MiB without a newline: nothing kept
         endless.feed(b"x" * (1 << 20))
     assert len(endless._partial) <= MAX_LINE and endless.result() is None
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_compressed_answers_are_metered(encoding):
+    answer = json.dumps({"model": "gpt-4o", "usage": {"prompt_tokens": 5, "completion_tokens": 7}}).encode()
+    packed = gzip.compress(answer) if encoding == "gzip" else zlib.compress(answer)
+    meter = UsageMeter.for_template("openai", "application/json", encoding)
+    for start in range(0, len(packed), 3):
+        meter.feed(packed[start : start + 3])
+    assert meter.result()["total_tokens"] == 12
+    stream = UsageMeter.for_template("openai", SSE, encoding)
+    stream.feed(gzip.compress(OPENAI_STREAM) if encoding == "gzip" else zlib.compress(OPENAI_STREAM))
+    assert stream.result()["total_tokens"] == 11
+
+
+def test_a_compression_bomb_or_corrupt_data_is_no_usage():
+    bomb = gzip.compress(b"data: " + b" " * (70 << 20), 1)  # 70 MiB of spaces in a few hundred KB
+    meter = UsageMeter.for_template("openai", SSE, "gzip")
+    started = time.perf_counter()
+    meter.feed(bomb)
+    meter.feed(gzip.compress(OPENAI_STREAM))
+    assert meter.result() is None and time.perf_counter() - started < 10
+    corrupt = UsageMeter.for_template("openai", "application/json", "gzip")
+    corrupt.feed(b"not gzip at all")
+    assert corrupt.result() is None
+    assert UsageMeter.for_template("openai", "application/json", "br").result() is None

@@ -1,17 +1,20 @@
 """Usage meters: model and token counts read from provider answers as they pass.
 
-A meter never buffers a stream and never delays a chunk: the relay hands it each chunk after
-sending it on. JSON answers are kept only up to `MAX_JSON` bytes; SSE lines longer than
+A meter never buffers a stream and never delays a chunk: the relay hands it each chunk (bytes,
+as received, compressed or not) after sending it on. JSON answers are kept only up to `MAX_JSON` bytes; SSE lines longer than
 `MAX_LINE` are skipped; any parse failure (bad JSON, deep nesting, memory) is "no usage".
 """
 
 from __future__ import annotations
 
 import json
+import zlib
 
 MAX_JSON = 1 << 20  # bytes of a JSON answer kept for parsing
 MAX_LINE = 1 << 16  # longest SSE line parsed
 MAX_COUNT = 1 << 53
+MAX_INFLATED = 64 << 20  # bytes a compressed answer may inflate to before metering gives up
+WBITS = {"gzip": 31, "x-gzip": 31, "deflate": 15}  # Content-Encoding -> zlib window bits
 FIELDS = ("model", "prompt_tokens", "completion_tokens", "total_tokens")
 
 # template -> dialect of its answers (templates not listed are not metered)
@@ -92,17 +95,31 @@ class UsageMeter:
         self._size = 0
         self._partial = bytearray()  # SSE: the last line's start
         self._overflow = False  # JSON: too large; SSE: inside an overlong line
+        self._inflate = None  # a zlib decompressor when the answer is gzip or deflate encoded
+        self._inflated = 0
 
     @classmethod
-    def for_template(cls, template: str, content_type: str | None) -> UsageMeter:
+    def for_template(cls, template: str, content_type: str | None, content_encoding: str | None = None) -> UsageMeter:
+        """The meter for an answer of `template` with these headers (brotli and others: not metered)."""
         kind = (content_type or "").split(";", 1)[0].strip().lower()
-        return cls(DIALECTS.get(template), kind == "text/event-stream")
+        encoding = (content_encoding or "identity").strip().lower()
+        dialect = DIALECTS.get(template) if encoding in ("identity", *WBITS) else None
+        meter = cls(dialect, kind == "text/event-stream")
+        if encoding in WBITS:
+            meter._inflate = zlib.decompressobj(WBITS[encoding])
+        return meter
 
     def feed(self, chunk: bytes) -> None:
         """Take the next chunk of the answer; never raises."""
         if self._read is None or not chunk:
             return
         try:
+            if self._inflate is not None:
+                chunk = self._inflate.decompress(chunk, MAX_INFLATED - self._inflated + 1)
+                self._inflated += len(chunk)
+                if self._inflated > MAX_INFLATED:
+                    self._read = None
+                    return
             if self._stream:
                 self._feed_sse(chunk)
             elif not self._overflow:
@@ -111,7 +128,7 @@ class UsageMeter:
                     self._overflow, self._chunks = True, []
                 else:
                     self._chunks.append(chunk)
-        except (MemoryError, RecursionError):
+        except (MemoryError, RecursionError, zlib.error):
             self._read = None
 
     def _feed_sse(self, chunk: bytes) -> None:
