@@ -14,6 +14,7 @@ MAX_JSON = 1 << 20  # bytes of a JSON answer kept for parsing
 MAX_LINE = 1 << 16  # longest SSE line parsed
 MAX_COUNT = 1 << 53
 MAX_INFLATED = 64 << 20  # bytes a compressed answer may inflate to before metering gives up
+INFLATE_STEP = 1 << 20
 WBITS = {"gzip": 31, "x-gzip": 31, "deflate": 15}  # Content-Encoding -> zlib window bits
 FIELDS = ("model", "prompt_tokens", "completion_tokens", "total_tokens")
 
@@ -114,22 +115,29 @@ class UsageMeter:
         if self._read is None or not chunk:
             return
         try:
-            if self._inflate is not None:
-                chunk = self._inflate.decompress(chunk, MAX_INFLATED - self._inflated + 1)
-                self._inflated += len(chunk)
+            if self._inflate is None:
+                self._feed_plain(chunk)
+                return
+            while chunk and self._read is not None:  # inflated a step at a time: memory stays bounded
+                piece = self._inflate.decompress(chunk, INFLATE_STEP)
+                self._inflated += len(piece)
                 if self._inflated > MAX_INFLATED:
                     self._read = None
                     return
-            if self._stream:
-                self._feed_sse(chunk)
-            elif not self._overflow:
-                self._size += len(chunk)
-                if self._size > MAX_JSON:
-                    self._overflow, self._chunks = True, []
-                else:
-                    self._chunks.append(chunk)
+                self._feed_plain(piece)
+                chunk = self._inflate.unconsumed_tail
         except (MemoryError, RecursionError, zlib.error):
             self._read = None
+
+    def _feed_plain(self, chunk: bytes) -> None:
+        if self._stream:
+            self._feed_sse(chunk)
+        elif not self._overflow:
+            self._size += len(chunk)
+            if self._size > MAX_JSON:
+                self._overflow, self._chunks = True, []
+            else:
+                self._chunks.append(chunk)
 
     def _feed_sse(self, chunk: bytes) -> None:
         start = 0
