@@ -118,6 +118,23 @@ class Config:
     )
     JETPERO_UPSTREAM_CA_BUNDLE: str = setting("", _str, "CA bundle for provider TLS (empty: certifi's).")
     JETPERO_METRICS_TOKEN: str = setting("", _str, "Bearer token that /metrics requires; empty: /metrics is off (404).")
+    JETPERO_DATABASE_URL: str = setting(
+        "sqlite:///.data/jetpero.db",
+        _str,
+        "SQL database of the audit trail and usage records: `sqlite:///path` (one node) or"
+        " `postgresql+psycopg://user:password@host/db` (several nodes). Migrated at start.",
+    )
+    JETPERO_USAGE_QUEUE: int = setting(
+        "100000",
+        _positive_int,
+        "Usage records a worker holds while the database is unavailable; past it they are dropped"
+        " (counted as `jetpero_usage_dropped_total`).",
+    )
+    JETPERO_USAGE_STREAM_SECONDS: int = setting(
+        "300",
+        _positive_int,
+        "Seconds a live usage stream (SSE) stays open; the browser's EventSource then reconnects.",
+    )
     JETPERO_LOG_LEVEL: str = setting("INFO", _str, "Log level of the JSON logs.")
     JETPERO_TRUSTED_PROXIES: int = setting(
         "0",

@@ -10,7 +10,9 @@ from config import Config
 from . import cli, errors, health, observability
 from .admin import init_api
 from .proxy.views import bp as proxy_bp
+from .services.usage import RetentionJob, UsageWriter
 from .state import Worker
+from .store import db, migrate
 from .vault.connection import Vault
 
 
@@ -32,6 +34,12 @@ def create_app(config: Config | None = None) -> Flask:
     worker.on_tick.append(lambda: worker.report_caches(observability.cache_counts))
     worker.on_tick.append(observability.flush_metrics)
     worker.on_tick.append(observability.configure_logging(config.JETPERO_LOG_LEVEL).drain)
+    migrate.upgrade(config.JETPERO_DATABASE_URL)
+    app.extensions["jetpero.db"] = engine = db.engine_for(config.JETPERO_DATABASE_URL)
+    app.extensions["jetpero.usage"] = usage = UsageWriter(engine, bound=config.JETPERO_USAGE_QUEUE)
+    worker.on_tick.append(RetentionJob(engine))
+    worker.on_start.append(usage.start)  # the usage writer starts after the fork, with the poller
+    worker.on_stop.append(usage.stop)
     observability.init_app(app)
     _start_on_first_request(app, worker)
     if proxies := config.JETPERO_TRUSTED_PROXIES:  # outermost: the request line logs the derived client IP

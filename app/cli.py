@@ -1,15 +1,17 @@
-"""Command-line tasks: `flask --app wsgi bootstrap` and `flask --app wsgi operator-token`."""
+"""Command-line tasks: `flask --app wsgi bootstrap`, `operator-token`, `audit-verify`."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
 import click
 from flask import Flask, current_app
 
-from .services import members
+from .services import audit, members
 from .services.actor import COMMAND_LINE
+from .store import audit_chain
 from .vault.bootstrap import admin_client, bootstrap, operator_vault_token
 from .vault.errors import VaultError
 
@@ -49,3 +51,15 @@ def register(app: Flask) -> None:
     def operator_vault_token_command(ttl: str) -> None:
         """Mint a Vault token for the UI: browse every org and project, never decrypt (needs VAULT_TOKEN)."""
         click.echo(operator_vault_token(vault_admin(), ttl))
+
+    @app.cli.command("audit-verify")
+    @click.option("--org", default=None, help="Check only this org's chain (default: every chain).")
+    def audit_verify_command(org: str | None) -> None:
+        """Check the audit trail's hash chains; name the first broken record of each (exit 1 if any)."""
+        engine = current_app.extensions["jetpero.db"]
+        broken = 0
+        for chain in [org] if org else audit_chain.chains(engine):
+            result = audit.verify(engine, chain)
+            click.echo(json.dumps(result))
+            broken += not result["ok"]
+        sys.exit(1 if broken else 0)

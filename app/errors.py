@@ -16,7 +16,9 @@ from werkzeug.exceptions import HTTPException
 
 from . import observability
 from .rules.tokens import InvalidToken
+from .services.audit import AuditUnavailable
 from .services.errors import Invalid, NotAllowed, Refused
+from .store.db import Unavailable as StoreUnavailable
 from .vault.errors import Conflict, InvalidRequest, NotFound, PolicyDenied, Unavailable, VaultError
 
 log = logging.getLogger("jetpero.errors")
@@ -25,6 +27,8 @@ RETRY_AFTER = "5"
 
 # service error -> (status, message)
 TABLE: dict[type[Exception], tuple[int, str]] = {
+    AuditUnavailable: (503, "The audit trail cannot be written, so nothing was changed; retry later."),
+    StoreUnavailable: (503, "The database is unavailable; retry later."),
     NotFound: (404, "Not found."),
     Conflict: (409, "Conflict: it already exists or was changed concurrently; read it again and retry."),
     Unavailable: (503, "Vault is unavailable; retry later."),
@@ -104,6 +108,7 @@ def register(app: Flask) -> None:
     app.register_error_handler(HTTPException, _http)
     app.register_error_handler(VaultError, _service)
     app.register_error_handler(InvalidToken, _service)
+    app.register_error_handler(StoreUnavailable, _service)  # AuditUnavailable is one
     app.register_error_handler(ApiError, _api)
     app.register_error_handler(Refused, _refused)
     app.register_error_handler(Exception, _unexpected)

@@ -137,6 +137,8 @@ class Worker:
         self.provider_keys = Cache("provider_keys")
         self.projects = Cache("projects")
         self.on_tick: list = []  # called after each poll (e.g. flushing buffered logs)
+        self.on_start: list = []  # called once when the worker starts (after the fork)
+        self.on_stop: list = []  # called when it stops
         self.readiness: tuple[float, dict] | None = None  # (when, body) of the last /readyz check
         self._seq: int | None = None
         self._last_sync = float("-inf")
@@ -192,10 +194,14 @@ class Worker:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="jetpero-sync", daemon=True)
             self._thread.start()
+            for hook in self.on_start:
+                hook()
 
     def stop(self) -> None:
         self._stop.set()
         self.silences.stop()
+        for hook in self.on_stop:
+            hook()
         if self._thread is not None:
             self._thread.join(timeout=5)
 

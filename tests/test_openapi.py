@@ -19,6 +19,13 @@ EXPECTED = {
     f"{P}/tokens": {"get", "post"},
     f"{P}/tokens/{{token_id}}": {"get", "delete"},
     f"{P}/jwks.json": {"get"},
+    "/api/v1/audit": {"get"},
+    "/api/v1/audit/verify": {"get"},
+    "/api/v1/orgs/{org}/audit": {"get"},
+    "/api/v1/orgs/{org}/audit/verify": {"get"},
+    f"{P}/usage": {"get", "delete"},
+    f"{P}/usage/records": {"get"},
+    f"{P}/usage/stream": {"get"},
 }
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 

@@ -1,4 +1,4 @@
-"""The admin REST API (flask-smorest): orgs, members, projects, providers, tokens."""
+"""The admin REST API (flask-smorest): orgs, members, projects, providers, tokens, audit, usage."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from werkzeug.routing import BaseConverter, ValidationError
 
 from .. import docs
 from ..rules.slugs import SLUG_PATTERN, is_slug
-from . import members, orgs, projects, providers, tokens
+from . import audit, members, orgs, projects, providers, tokens, usage
 from .auth import authenticate
 
-BLUEPRINTS = (orgs.blp, members.blp, projects.blp, providers.blp, tokens.blp)
+BLUEPRINTS = (orgs.blp, members.blp, projects.blp, providers.blp, tokens.blp, audit.blp, usage.blp)
 for _blp in BLUEPRINTS:
     _blp.before_request(authenticate)  # once, at import: a bad admin token is a 401 before any input is read
 

@@ -10,6 +10,7 @@ from .errors import NotAllowed
 MEMBER = "member"
 OPERATOR = "operator"
 CLI = "cli"
+ANONYMOUS = "anonymous"
 
 
 @dataclass(frozen=True)
@@ -17,8 +18,8 @@ class Actor:
     """`kind` is member, operator or cli; `org` is a member's org (None for the others)."""
 
     kind: str
-    id: str
-    role: str
+    id: str | None = None  # None only for `anonymous` (a refused call)
+    role: str | None = None
     org: str | None = None
 
     @classmethod
