@@ -8,6 +8,9 @@ from config import Config
 
 from . import cli, errors, health, observability
 from .admin import init_api
+from .proxy.call import concerns_for
+from .proxy.upstream import Upstream
+from .proxy.views import CONCERNS, UPSTREAM
 from .proxy.views import bp as proxy_bp
 from .state import Worker
 from .vault.connection import Vault
@@ -26,6 +29,9 @@ def create_app(config: Config | None = None) -> Flask:
     )
     worker = Worker(vault=vault, config=config)
     app.extensions["jetpero"] = worker
+    upstream = app.extensions[UPSTREAM] = Upstream(config)
+    app.extensions[CONCERNS] = concerns_for(config)
+    worker.on_stop.append(upstream.stop)
 
     vault.observer = observability.vault_observer
     worker.on_tick.append(lambda: worker.report_caches(observability.cache_counts))

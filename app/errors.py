@@ -15,6 +15,7 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from . import observability
+from .proxy.upstream import UpstreamBlocked, UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from .tokens import InvalidToken
 from .vault.errors import Conflict, InvalidRequest, NotFound, PolicyDenied, Unavailable, VaultError
 
@@ -30,6 +31,9 @@ TABLE: dict[type[Exception], tuple[int, str]] = {
     PolicyDenied: (500, "Internal error."),
     InvalidRequest: (500, "Internal error."),
     InvalidToken: (401, "Invalid or missing token."),
+    UpstreamBlocked: (502, "The provider's address is not allowed."),
+    UpstreamUnreachable: (502, "The provider could not be reached."),
+    UpstreamTimeout: (504, "The provider did not answer in time."),
 }
 
 
@@ -69,15 +73,33 @@ def _http(exc: HTTPException):
     )
 
 
-def _service(exc: Exception):
-    for kind, (status, message) in TABLE.items():
+def _mapped(exc: Exception) -> tuple[int, str] | None:
+    for kind, mapped in TABLE.items():
         if isinstance(exc, kind):
-            if status >= 500 and status != 503:
-                log.error("service error %s", type(exc).__name__)
-            elif isinstance(exc, InvalidToken):
-                log.info("token refused: %s", exc.reason)
-            return error_response(status, message)
-    return _unexpected(exc)
+            return mapped
+    return None
+
+
+def status_of(exc: Exception) -> int:
+    """The status the handlers registered here answer `exc` with."""
+    if isinstance(exc, ApiError):
+        return exc.status
+    if isinstance(exc, HTTPException):
+        return exc.code or 500
+    mapped = _mapped(exc)
+    return mapped[0] if mapped else 500
+
+
+def _service(exc: Exception):
+    mapped = _mapped(exc)
+    if mapped is None:
+        return _unexpected(exc)
+    status, message = mapped
+    if status == 500:  # our own bug (a policy that denies our call, a request Vault rejects)
+        log.error("service error %s", type(exc).__name__)
+    elif isinstance(exc, InvalidToken):
+        log.info("token refused: %s", exc.reason)
+    return error_response(status, message)
 
 
 def _api(exc: ApiError):
@@ -96,5 +118,6 @@ def register(app: Flask) -> None:
     app.register_error_handler(HTTPException, _http)
     app.register_error_handler(VaultError, _service)
     app.register_error_handler(InvalidToken, _service)
+    app.register_error_handler(UpstreamError, _service)
     app.register_error_handler(ApiError, _api)
     app.register_error_handler(Exception, _unexpected)

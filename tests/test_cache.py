@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from app import access, create_app
-from app.proxy import views
+from app.proxy import phases
 from app.state import Cache
 from tests.conftest import make_config
 from tests.helpers import bearer
@@ -111,7 +111,7 @@ def test_a_burst_of_proxied_calls_on_a_cold_worker_reads_vault_once(
     """Twenty calls at once with a token and provider this worker has not seen: one token
     verification and one provider-key read from Vault, not twenty."""
     counts = {"tokens": 0, "keys": 0}
-    verify, load_key = access._verify_project_token, views.provider_keys.load_with_key
+    verify, load_key = access._verify_project_token, phases.provider_keys.load_with_key
 
     def counted_verify(*args):
         counts["tokens"] += 1
@@ -123,7 +123,7 @@ def test_a_burst_of_proxied_calls_on_a_cold_worker_reads_vault_once(
         return load_key(*args)
 
     monkeypatch.setattr(access, "_verify_project_token", counted_verify)
-    monkeypatch.setattr(views.provider_keys, "load_with_key", counted_load)
+    monkeypatch.setattr(phases.provider_keys, "load_with_key", counted_load)
     app = create_app(make_config(bao, approle_file))
     server = LiveServer(app)
     try:
