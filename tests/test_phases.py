@@ -134,9 +134,7 @@ def test_a_refused_token_is_settled_without_being_admitted(client, concerns, pro
     assert recorder.admitted == [] and upstream.requests == []
 
 
-def test_a_concern_can_refuse_in_admit_and_the_others_still_settle(
-    client, concerns, provider, project_token, upstream
-):
+def test_a_concern_can_refuse_in_admit_and_the_others_still_settle(client, concerns, provider, project_token, upstream):
     refusing, other = concerns(Recorder(refuse=True), SettleOnly())
     response = client.get("/proxy/openai/v1/models", headers=bearer(project_token))
     assert (response.status_code, response.json["message"]) == (429, "Slow down.")
