@@ -38,10 +38,11 @@ class _Flight:
 class Cache(dict):
     """A dict that empties itself rather than grow without bound, and counts its hits.
 
-    `get_or_load` is the way in: a hit, or `fill`. `fill` loads a missing key once however many callers miss it at the same time (a burst of
-    calls with a new token, or after a provider change, makes one set of Vault round trips, not
-    one per call), and stores the value only if nothing was evicted while it loaded: a
-    revocation applied during the load must not be undone by storing what was read before it.
+    `get_or_load` is the way in: a hit, or else `fill`, which loads a missing key once however
+    many callers miss it at the same time (a burst of calls with a new token, or after a
+    provider change, makes one set of Vault round trips, not one per call), and stores the value
+    only if nothing was evicted while it loaded: a revocation applied during the load must not
+    be undone by storing what was read before it.
     """
 
     def __init__(self, name: str, *, expiry: Callable[[Any], float] | None = None):

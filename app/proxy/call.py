@@ -9,8 +9,10 @@ optional (mitmproxy's addons):
     relay(call)  -> observer | None when the provider's answer head is in (`call.status`,
                                     `call.answer`); the observer, `observer(chunk: bytes)`, is
                                     handed each chunk of the body as it is relayed (no buffering)
-    settle(call) -> None            once for every admitted-or-refused call, however it ended
-                                    (refused, failed, complete, cut, client gone)
+    settle(call) -> None            once for every call (CORS preflights aside), however it
+                                    ended (`call.outcome`: refused, failed, complete, cut, gone),
+                                    for every concern, its admit run or not: what one reserved
+                                    in admit (kept in `call.notes`) it releases here
 
 They are listed in one place, `concerns_for(config)`; adding one never edits the others or the
 phases. On the hot path, a phase with no concern costs a loop over an empty tuple.
@@ -19,15 +21,15 @@ phases. On the hot path, a phase with no concern costs a loop over an empty tupl
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Iterable
 
 
 class Call:
     """What the phases know of one call. Set by admit: `token`, `claims`; by resolve: `record`,
     `key`; by forward: `sent`, `upstream_ms`, `bytes_in`, `answer`, `status`; by relay:
     `observers`, `bytes_out`, `outcome`; by settle: `ended`. Times are `time.monotonic()`
-    seconds; `status` is the one the client gets (the provider's, or the error answer's)."""
+    seconds; `status` is the one the client gets (the provider's, or the error answer's).
+    `token` and `key` are secrets: never logged, stored or put in an error."""
 
     __slots__ = (
         "answer",
@@ -76,18 +78,10 @@ class Call:
         self.notes: dict = {}  # concerns' own per-call state, by concern
 
 
-class Concern(Protocol):
-    """The shape of a concern; every method is optional (a concern defines only its phases)."""
-
-    def admit(self, call: Call) -> None: ...
-    def relay(self, call: Call) -> Callable[[bytes], None] | None: ...
-    def settle(self, call: Call) -> None: ...
-
-
 class Concerns:
     """The concerns in order, as one tuple of bound methods per phase."""
 
-    def __init__(self, concerns: list | tuple = ()) -> None:
+    def __init__(self, concerns: Iterable[object] = ()) -> None:
         self.all = tuple(concerns)
         self.admit = tuple(c.admit for c in self.all if hasattr(c, "admit"))
         self.relay = tuple(c.relay for c in self.all if hasattr(c, "relay"))
