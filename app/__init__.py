@@ -9,6 +9,9 @@ from config import Config
 
 from . import cli, errors, health, observability
 from .admin import init_api
+from .proxy.call import concerns_for
+from .proxy.upstream import Upstream
+from .proxy.views import CONCERNS, UPSTREAM
 from .proxy.views import bp as proxy_bp
 from .services.usage import RetentionJob, UsageWriter
 from .state import Worker
@@ -29,6 +32,9 @@ def create_app(config: Config | None = None) -> Flask:
     )
     worker = Worker(vault=vault, config=config)
     app.extensions["jetpero"] = worker
+    upstream = app.extensions[UPSTREAM] = Upstream(config)
+    app.extensions[CONCERNS] = concerns_for(config)
+    worker.on_stop.append(upstream.stop)
 
     vault.observer = observability.vault_observer
     worker.on_tick.append(lambda: worker.report_caches(observability.cache_counts))

@@ -8,7 +8,6 @@ a dict lookup until it expires or the change feed evicts it.
 from __future__ import annotations
 
 import re
-import time
 
 from .rules import roles, tokens
 from .rules.slugs import SLUG_PATTERN
@@ -23,46 +22,30 @@ _MEMBER_SUB = re.compile(rf"member:({SLUG_PATTERN}):([0-9a-f]{{16}})")
 _OPERATOR_SUB = re.compile(r"operator:([0-9a-f]{16})")
 
 
-def _key(worker: Worker, kid: str, load) -> object:
-    key = worker.public_keys.lookup(kid)
-    if key is None:
-
-        def fetch():
-            try:
-                raw = load().get(int(kid.rsplit("/", 1)[1]))
-            except NotFound:
-                raw = None
-            if raw is None:
-                raise tokens.InvalidToken("unknown key")
-            return tokens.okp_key(raw)
-
-        key = worker.public_keys.fill(kid, fetch)
-    return key
-
-
-def _cached(cache, token: str) -> dict | None:
-    hit = cache.lookup(token)
-    if hit is not None and time.time() < hit["exp"]:
-        return hit
-    return None
+def _public_key(kid: str, load, *args) -> object:
+    """The public key `kid` names, from the key set `load(*args)` reads (InvalidToken if not there)."""
+    try:
+        raw = load(*args).get(int(kid.rsplit("/", 1)[1]))
+    except NotFound:
+        raw = None
+    if raw is None:
+        raise tokens.InvalidToken("unknown key")
+    return tokens.okp_key(raw)
 
 
 def project_token(worker: Worker, token: str) -> dict:
     """The verified claims of a project token, plus `org`, `project`, `providers` (the scope as a set)
     and the token's origins."""
-    hit = _cached(worker.project_tokens, token)
-    if hit is not None:
-        return hit
-    return worker.project_tokens.fill(token, lambda: _verify_project_token(worker, token))
+    return worker.project_tokens.get_or_load(token, _verify_project_token, worker, token)
 
 
 def _verify_project_token(worker: Worker, token: str) -> dict:
-    header = tokens.unverified_header(token)
-    match = _PROJECT_KID.fullmatch(header["kid"])
+    kid = tokens.unverified_header(token)["kid"]
+    match = _PROJECT_KID.fullmatch(kid)
     if not match:
         raise tokens.InvalidToken("kid")
     org, project, _ = match.groups()
-    key = _key(worker, header["kid"], lambda: signing.project_public_keys(worker.vault, org, project))
+    key = worker.public_keys.get_or_load(kid, _public_key, kid, signing.project_public_keys, worker.vault, org, project)
     claims = tokens.verify(token, key=key, audience=tokens.PROXY_AUDIENCE, issuer=worker.config.JETPERO_ISSUER)
     if claims["sub"] != f"{org}/{project}":
         raise tokens.InvalidToken("subject")
@@ -85,17 +68,14 @@ def _verify_project_token(worker: Worker, token: str) -> dict:
 
 def admin_token(worker: Worker, token: str) -> dict:
     """The verified claims of an admin token whose principal still exists; adds `org`, `member`."""
-    hit = _cached(worker.admin_tokens, token)
-    if hit is not None:
-        return hit
-    return worker.admin_tokens.fill(token, lambda: _verify_admin_token(worker, token))
+    return worker.admin_tokens.get_or_load(token, _verify_admin_token, worker, token)
 
 
 def _verify_admin_token(worker: Worker, token: str) -> dict:
-    header = tokens.unverified_header(token)
-    if not _ADMIN_KID.fullmatch(header["kid"]):
+    kid = tokens.unverified_header(token)["kid"]
+    if not _ADMIN_KID.fullmatch(kid):
         raise tokens.InvalidToken("kid")
-    key = _key(worker, header["kid"], lambda: signing.admin_public_keys(worker.vault))
+    key = worker.public_keys.get_or_load(kid, _public_key, kid, signing.admin_public_keys, worker.vault)
     claims = tokens.verify(token, key=key, audience=tokens.ADMIN_AUDIENCE, issuer=worker.config.JETPERO_ISSUER)
     operator = _OPERATOR_SUB.fullmatch(claims["sub"])
     member = _MEMBER_SUB.fullmatch(claims["sub"])

@@ -15,6 +15,7 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from . import observability
+from .proxy.upstream import UpstreamBlocked, UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from .rules.tokens import InvalidToken
 from .services.audit import AuditUnavailable
 from .services.errors import Invalid, NotAllowed, Refused
@@ -35,6 +36,9 @@ TABLE: dict[type[Exception], tuple[int, str]] = {
     PolicyDenied: (500, "Internal error."),
     InvalidRequest: (500, "Internal error."),
     InvalidToken: (401, "Invalid or missing token."),
+    UpstreamBlocked: (502, "The provider's address is not allowed."),
+    UpstreamUnreachable: (502, "The provider could not be reached."),
+    UpstreamTimeout: (504, "The provider did not answer in time."),
 }
 
 # domain refusal -> status (their messages are written for the caller)
@@ -77,15 +81,33 @@ def _http(exc: HTTPException):
     )
 
 
-def _service(exc: Exception):
-    for kind, (status, message) in TABLE.items():
+def _mapped(exc: Exception) -> tuple[int, str] | None:
+    for kind, mapped in TABLE.items():
         if isinstance(exc, kind):
-            if status >= 500 and status != 503:
-                log.error("service error %s", type(exc).__name__)
-            elif isinstance(exc, InvalidToken):
-                log.info("token refused: %s", exc.reason)
-            return error_response(status, message)
-    return _unexpected(exc)
+            return mapped
+    return None
+
+
+def status_of(exc: Exception) -> int:
+    """The status the handlers registered here answer `exc` with."""
+    if isinstance(exc, ApiError):
+        return exc.status
+    if isinstance(exc, HTTPException):
+        return exc.code or 500
+    mapped = _mapped(exc)
+    return mapped[0] if mapped else 500
+
+
+def _service(exc: Exception):
+    mapped = _mapped(exc)
+    if mapped is None:
+        return _unexpected(exc)
+    status, message = mapped
+    if status == 500:  # our own bug (a policy that denies our call, a request Vault rejects)
+        log.error("service error %s", type(exc).__name__)
+    elif isinstance(exc, InvalidToken):
+        log.info("token refused: %s", exc.reason)
+    return error_response(status, message)
 
 
 def _api(exc: ApiError):
@@ -109,6 +131,7 @@ def register(app: Flask) -> None:
     app.register_error_handler(VaultError, _service)
     app.register_error_handler(InvalidToken, _service)
     app.register_error_handler(StoreUnavailable, _service)  # AuditUnavailable is one
+    app.register_error_handler(UpstreamError, _service)
     app.register_error_handler(ApiError, _api)
     app.register_error_handler(Refused, _refused)
     app.register_error_handler(Exception, _unexpected)

@@ -11,11 +11,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
+from operator import itemgetter
+from typing import Any
 
-from urllib3.util import Timeout
-
-from .proxy.silence import Silences
-from .proxy.upstream import pool_manager
 from .services import changes
 from .vault.connection import Vault
 from .vault.errors import VaultError
@@ -39,15 +38,17 @@ class _Flight:
 class Cache(dict):
     """A dict that empties itself rather than grow without bound, and counts its hits.
 
-    `fill` loads a missing key once however many callers miss it at the same time (a burst of
-    calls with a new token, or after a provider change, makes one set of Vault round trips, not
-    one per call), and stores the value only if nothing was evicted while it loaded: a
-    revocation applied during the load must not be undone by storing what was read before it.
+    `get_or_load` is the way in: a hit, or else `fill`, which loads a missing key once however
+    many callers miss it at the same time (a burst of calls with a new token, or after a
+    provider change, makes one set of Vault round trips, not one per call), and stores the value
+    only if nothing was evicted while it loaded: a revocation applied during the load must not
+    be undone by storing what was read before it.
     """
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, *, expiry: Callable[[Any], float] | None = None):
         super().__init__()
         self.name = name
+        self.expiry = expiry  # value -> when it expires (time.time()); a hit past it is loaded again
         self.hits = self.misses = 0  # since the last `take_counts`
         self.generation = 0  # bumped by every eviction
         self._flights: dict = {}  # key -> _Flight of the load in progress
@@ -61,6 +62,14 @@ class Cache(dict):
             self.hits += 1
         return value
 
+    def get_or_load(self, key, load: Callable[..., Any], *args):
+        """The cached value of `key`, or `load(*args)`'s (through `fill`, so stored unless an
+        eviction happened meanwhile). The arguments rather than a closure: a hit builds nothing."""
+        value = self.lookup(key)
+        if value is not None and (self.expiry is None or time.time() < self.expiry(value)):
+            return value
+        return self.fill(key, load, *args)
+
     def take_counts(self) -> tuple[int, int]:
         counts, self.hits, self.misses = (self.hits, self.misses), 0, 0
         return counts
@@ -71,8 +80,8 @@ class Cache(dict):
             super().clear()
         self[key] = value
 
-    def fill(self, key, load):
-        """`load()`'s value for a key just missed, shared with the callers that miss it meanwhile
+    def fill(self, key, load: Callable[..., Any], *args):
+        """`load(*args)`'s value for a key just missed, shared with the callers that miss it meanwhile
         (they also share its exception)."""
         with self._flights_lock:
             flight = self._flights.get(key)
@@ -86,7 +95,7 @@ class Cache(dict):
                 raise flight.error
             return flight.value
         try:
-            flight.value = load()
+            flight.value = load(*args)
         except BaseException as exc:
             flight.error = exc
             raise
@@ -131,8 +140,8 @@ class Worker:
         self.stale_after: float = max(2.0, 3 * self.interval)
         # token value -> verified claims (+ org/project/origins); kid -> OKPKey;
         # (org, project, provider) -> (record, key); (org, project) -> project record
-        self.project_tokens = Cache("project_tokens")
-        self.admin_tokens = Cache("admin_tokens")
+        self.project_tokens = Cache("project_tokens", expiry=itemgetter("exp"))
+        self.admin_tokens = Cache("admin_tokens", expiry=itemgetter("exp"))
         self.public_keys = Cache("public_keys")
         self.provider_keys = Cache("provider_keys")
         self.projects = Cache("projects")
@@ -142,15 +151,6 @@ class Worker:
         self.readiness: tuple[float, dict] | None = None  # (when, body) of the last /readyz check
         self._seq: int | None = None
         self._last_sync = float("-inf")
-        self.http = pool_manager(
-            allow_private=config.JETPERO_ALLOW_PRIVATE_UPSTREAMS, ca_bundle=config.JETPERO_UPSTREAM_CA_BUNDLE
-        )
-        self.silences = Silences(config.JETPERO_UPSTREAM_READ_TIMEOUT)  # relayed bodies' read timeout
-        self.upstream_timeout = Timeout(
-            connect=config.JETPERO_UPSTREAM_CONNECT_TIMEOUT,
-            read=config.JETPERO_UPSTREAM_READ_TIMEOUT,
-            total=config.JETPERO_UPSTREAM_DEADLINE,  # waiting for the answer counts too
-        )
         self._sync_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -199,7 +199,6 @@ class Worker:
 
     def stop(self) -> None:
         self._stop.set()
-        self.silences.stop()
         for hook in self.on_stop:
             hook()
         if self._thread is not None:

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from app import access
-from app.proxy import views
+from app.proxy import phases
 from app.state import Cache
 from tests.helpers import bearer
 from tests.servers import LiveServer
@@ -110,7 +110,7 @@ def test_a_burst_of_proxied_calls_on_a_cold_worker_reads_vault_once(
     """Twenty calls at once with a token and provider this worker has not seen: one token
     verification and one provider-key read from Vault, not twenty."""
     counts = {"tokens": 0, "keys": 0}
-    verify, load_key = access._verify_project_token, views.provider_keys.load_with_key
+    verify, load_key = access._verify_project_token, phases.provider_keys.load_with_key
 
     def counted_verify(*args):
         counts["tokens"] += 1
@@ -122,7 +122,7 @@ def test_a_burst_of_proxied_calls_on_a_cold_worker_reads_vault_once(
         return load_key(*args)
 
     monkeypatch.setattr(access, "_verify_project_token", counted_verify)
-    monkeypatch.setattr(views.provider_keys, "load_with_key", counted_load)
+    monkeypatch.setattr(phases.provider_keys, "load_with_key", counted_load)
     server = LiveServer(make_app())
     try:
         url = f"{server.url}/proxy/openai/v1/models"
