@@ -36,6 +36,12 @@ def _positive_float(value: str) -> float:
     return number
 
 
+def _store_down(value: str) -> str:
+    if value not in {"refuse", "allow"}:
+        raise ValueError("expected refuse or allow")
+    return value
+
+
 def _positive_int(value: str) -> int:
     number = int(value)
     if number <= 0:
@@ -108,6 +114,24 @@ class Config:
         Variable("JETPERO_UPSTREAM_CA_BUNDLE", "", _str, "CA bundle for provider TLS (empty: certifi's)."),
         Variable(
             "JETPERO_METRICS_TOKEN", "", _str, "Bearer token that /metrics requires; empty: /metrics is off (404)."
+        ),
+        Variable(
+            "JETPERO_REDIS_URL",
+            "",
+            _str,
+            "Redis URL of the shared counters (rate limits, budgets, streams); empty: the embedded store.",
+        ),
+        Variable(
+            "JETPERO_COUNTERS_PATH",
+            ".data/counters.sqlite3",
+            _str,
+            "SQLite file of the embedded counter store (exact across one node's workers; unused with Redis).",
+        ),
+        Variable(
+            "JETPERO_LIMITS_ON_STORE_DOWN",
+            "refuse",
+            _store_down,
+            "What a limited token gets when the counter store is down: `refuse` (503 + Retry-After) or `allow`.",
         ),
         Variable("JETPERO_LOG_LEVEL", "INFO", _str, "Log level of the JSON logs."),
         Variable("JETPERO_BIND", "127.0.0.1:8000", _str, "Address gunicorn listens on."),

@@ -1,0 +1,1 @@
+"""Pure logic usable by every layer."""

@@ -1,0 +1,1 @@
+"""Domain operations taking an actor: never Flask, never hvac."""
