@@ -21,6 +21,8 @@ from tests.servers import LiveServer, free_port
 from tests.upstream import FakeUpstream
 from tools import openbao
 
+pytest_plugins = ["tests.redis_fixtures"]
+
 FAKE_KEY = "sk-fake-TESTKEY-0000000000000000-abcd"  # obviously fake provider key
 
 
