@@ -292,9 +292,8 @@ class SQLiteStorage(Storage, MovingWindowSupport):
         if amount > limit:
             return False
         with self.transaction() as (conn, now):
-            (taken,) = conn.execute(
-                "SELECT COUNT(*) FROM entries WHERE key = ? AND at > ?", (key, now - expiry)
-            ).fetchone()
+            conn.execute("DELETE FROM entries WHERE key = ? AND at <= ?", (key, now - expiry))
+            (taken,) = conn.execute("SELECT COUNT(*) FROM entries WHERE key = ?", (key,)).fetchone()
             if taken + amount > limit:
                 return False
             conn.executemany("INSERT INTO entries VALUES (?, ?, ?)", [(key, now, now + expiry)] * amount)
