@@ -7,7 +7,10 @@ workers do; a barrier lines every thread of every process up before each round.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -75,3 +78,34 @@ def test_exactly_ten_of_a_hundred_across_four_processes(kind, request, tmp_path)
     assert (
         budget.refusal.code == "tokens_per_day" and "is used up" in budget.refusal.message
     )  # reserved exactly 70 of 70
+
+
+def hold_a_stream(kind: str, where: str, project: str, ready) -> None:
+    engine = Limits(_store(kind, where), lease_ttl=2.0)
+    admission = engine.admit(
+        Subjects(project=project, token="t"), Policy(token=LimitSet(concurrent_streams=1)), Estimate(stream=True)
+    )
+    ready.put(admission.admitted)
+    time.sleep(60)  # killed by the test long before
+
+
+@pytest.mark.parametrize("kind", ["embedded", "redis"])
+def test_a_killed_workers_stream_lease_lapses(kind, request, tmp_path):
+    where = str(tmp_path / "counters.sqlite3") if kind == "embedded" else request.getfixturevalue("redis_url")
+    project, ctx = f"org/p-{uuid.uuid4().hex[:8]}", multiprocessing.get_context("spawn")
+    ready = ctx.Queue()
+    worker = ctx.Process(target=hold_a_stream, args=(kind, where, project, ready))
+    worker.start()
+    try:
+        assert ready.get(timeout=60) is True
+    finally:
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.join(timeout=10)
+    killed_at = time.monotonic()
+    engine, who = Limits(_store(kind, where), lease_ttl=2.0), Subjects(project=project, token="t")
+    policy = Policy(token=LimitSet(concurrent_streams=1))
+    assert not engine.admit(who, policy, Estimate(stream=True)).admitted  # the dead worker's lease still counts
+    while not (admitted := engine.admit(who, policy, Estimate(stream=True))).admitted:
+        assert time.monotonic() - killed_at < 5, "the dead worker's lease never lapsed"
+        time.sleep(0.1)
+    assert admitted.leases
