@@ -237,11 +237,11 @@ class Limits:
         admission.settled = True
         actual = {"tokens": actual_tokens, "cost": int(cost * MICROS)}
         try:
+            for key, lease in admission.leases:
+                self.store.release(key, lease)
             for key, unit, amount, ttl in admission.reservations:
                 if actual[unit] != amount:
                     self.store.adjust(key, actual[unit] - amount, ttl)
-            for key, lease in admission.leases:
-                self.store.release(key, lease)
         except CounterStoreUnavailable:
             log.warning("counter store unavailable at settle: reservations stand, leases lapse by themselves")
             return False
