@@ -8,11 +8,14 @@ import time
 import uuid
 from decimal import Decimal
 
+import openai
 import pytest
+from flask import Flask, Response
 from limits import RateLimitItemPerMinute
 
 from app.services.limits import Estimate, Limits, LimitSet, Policy, Price, Subjects, refusal_response
 from app.store.counters import CounterStoreUnavailable, RedisCounters, SQLiteCounters
+from tests.servers import LiveServer
 
 
 @pytest.fixture(params=["embedded", "redis"])
@@ -173,3 +176,29 @@ def test_embedded_store_down_raises_the_same_error(tmp_path):
         store.reserve("k", 1, 10, 60)
     refused = Limits(store).admit(subjects(), token_policy(requests_per_second=1), Estimate())
     assert refused.refusal.status == 503
+
+
+def test_the_openai_sdk_honours_retry_after_then_raises_rate_limit_error(store):
+    engine, who, seen = Limits(store), subjects(), []
+    web = Flask(__name__)
+
+    @web.post("/v1/chat/completions")
+    def chat():  # a stand-in for the proxy's admit phase: one call per minute
+        seen.append(time.monotonic())
+        admission = engine.admit(who, token_policy(requests_per_minute=1), Estimate())
+        if admission.admitted:
+            return {"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": []}
+        status, headers, body = refusal_response(admission.refusal)
+        headers["Retry-After"] = "1"  # the real value is up to 60 s: shortened so the SDK's wait stays short
+        return Response(body, status, headers)
+
+    server = LiveServer(web)
+    try:
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="sk-fake-limits-test", max_retries=1)
+        client.chat.completions.create(model="m", messages=[])
+        with pytest.raises(openai.RateLimitError) as raised:
+            client.chat.completions.create(model="m", messages=[])
+    finally:
+        server.stop()
+    assert raised.value.code == "requests_per_minute" and raised.value.type == "rate_limit_exceeded"
+    assert len(seen) == 3 and seen[2] - seen[1] >= 0.9  # retried once, after Retry-After
