@@ -27,6 +27,8 @@ from limits.errors import StorageError
 from limits.storage import RedisStorage, Storage
 from limits.strategies import MovingWindowRateLimiter
 from limits.util import WindowStats
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from .sqlite_storage import SQLiteStorage
 
@@ -155,6 +157,7 @@ class RedisCounters(CounterStore):
             wrap_exceptions=True,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 1),  # one reconnect (a stale pooled connection), then CounterStoreUnavailable
         )
         self.client = self.storage.get_connection()
         self._reserve_script = self.client.register_script(_RESERVE)

@@ -64,18 +64,23 @@ class SQLiteStorage(Storage, MovingWindowSupport):
         """BEGIN IMMEDIATE (the node-wide write lock) ... COMMIT; yields (connection, now)."""
         with self._lock:
             conn = self._connect()
-            conn.execute("BEGIN IMMEDIATE")
-            now = time.time()
             try:
+                conn.execute("BEGIN IMMEDIATE")
+                now = time.time()
                 yield conn, now
                 self._transactions += 1
                 if self._transactions % _SWEEP_EVERY == 0:
                     for table in ("counters", "entries", "leases"):
                         conn.execute(f"DELETE FROM {table} WHERE expires_at <= ?", (now,))  # noqa: S608 (fixed names)
-            except BaseException:
-                conn.execute("ROLLBACK")
+                conn.execute("COMMIT")
+            except sqlite3.Error:
+                self._conn = None  # reopened by the next call: a store that comes back is used again
+                conn.close()
                 raise
-            conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
 
     @staticmethod
     def counter(conn: sqlite3.Connection, key: str, now: float) -> int:
