@@ -90,8 +90,9 @@ def test_budget_reserves_then_settles_to_the_real_count(store):
 def test_cost_budget_uses_the_models_price(store):
     engine, who = Limits(store), subjects()
     price = Price(input_per_1k=Decimal("0.5"), output_per_1k=Decimal("1.5"))
-    estimate = Estimate.of(max_tokens=1000, default_tokens=256, body_bytes=3996, price=price, stream=False)
-    assert estimate.tokens == 2000 and estimate.cost == Decimal("2")  # 1000 prompt (<= bytes/4 + 1), 1000 completion
+    estimate = Estimate.of(max_tokens=1000, default_tokens=256, body_bytes=1000, price=price, stream=False)
+    assert estimate.tokens == 2000 and estimate.cost == Decimal("2")  # 1000 prompt (<= 1 per byte), 1000 completion
+    assert Estimate.of(None, 256, 4001, None, True, bytes_per_token=4) == Estimate(tokens=1001 + 256, stream=True)
     policy = token_policy(cost_per_month=Decimal("3"))
     first = engine.admit(who, policy, estimate)
     assert first.admitted and not engine.admit(who, policy, estimate).admitted

@@ -116,10 +116,20 @@ class Estimate:
 
     @classmethod
     def of(
-        cls, max_tokens: int | None, default_tokens: int, body_bytes: int, price: Price | None, stream: bool
+        cls,
+        max_tokens: int | None,
+        default_tokens: int,
+        body_bytes: int,
+        price: Price | None,
+        stream: bool,
+        bytes_per_token: int = 1,
     ) -> Estimate:
-        """Completion: `max_tokens` or the configured default; prompt: at most one token per 4 body bytes + 1."""
-        prompt = body_bytes // 4 + 1
+        """Completion: `max_tokens`, else the configured default; prompt: one token per `bytes_per_token` body bytes.
+
+        With the default 1 the prompt's share is an upper bound for text (a token is at least a byte);
+        neither images nor a request without `max_tokens` have one.
+        """
+        prompt = -(-body_bytes // bytes_per_token)
         completion = max_tokens if max_tokens is not None else default_tokens
         cost = price.cost(prompt, completion) if price else Decimal(0)
         return cls(tokens=prompt + completion, cost=cost, stream=stream)
