@@ -26,7 +26,8 @@ from pathlib import Path
 
 from limits import RateLimitItemPerMinute
 
-from app.services.limits import Estimate, Limits, LimitSet, Policy, Subjects
+from app.rules.policy import Estimate, LimitSet, Policy, Subjects
+from app.services.limits import Limits
 from app.store.counters import CounterStore, RedisCounters, SQLiteCounters
 from tests.redis_fixtures import start_redis
 

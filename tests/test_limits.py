@@ -13,7 +13,8 @@ import pytest
 from flask import Flask, Response
 from limits import RateLimitItemPerMinute
 
-from app.services.limits import Estimate, Limits, LimitSet, Policy, Price, Subjects, refusal_response
+from app.rules.policy import Estimate, LimitSet, Policy, Price, Subjects
+from app.services.limits import Limits, refusal_response
 from app.store.counters import CounterStoreUnavailable, RedisCounters, SQLiteCounters
 from tests.servers import LiveServer
 

@@ -16,7 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from app.services.limits import Estimate, Limits, LimitSet, Policy, Subjects
+from app.rules.policy import Estimate, LimitSet, Policy, Subjects
+from app.services.limits import Limits
 from app.store.counters import RedisCounters, SQLiteCounters
 
 PROCESSES, THREADS = 4, 25
