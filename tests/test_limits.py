@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import time
 import uuid
 from decimal import Decimal
@@ -204,3 +205,20 @@ def test_the_openai_sdk_honours_retry_after_then_raises_rate_limit_error(store):
         server.stop()
     assert raised.value.code == "requests_per_minute" and raised.value.type == "rate_limit_exceeded"
     assert len(seen) == 3 and seen[2] - seen[1] >= 0.9  # retried once, after Retry-After
+
+
+def test_embedded_store_stuck_behind_a_held_lock_is_unavailable_then_recovers(tmp_path):
+    path = str(tmp_path / "counters.sqlite3")
+    store = SQLiteCounters(path, busy_timeout=0.2)
+    assert store.reserve("k", 1, 10, 60) == (True, 1)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another worker stuck inside a transaction
+    try:
+        started = time.monotonic()
+        with pytest.raises(CounterStoreUnavailable, match="embedded counter store is unavailable: OperationalError"):
+            store.reserve("k", 1, 10, 60)
+        assert time.monotonic() - started < 2
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert store.reserve("k", 1, 10, 60) == (True, 2)  # nothing half-written, and the store is used again
