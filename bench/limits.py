@@ -56,7 +56,7 @@ def measure(store: CounterStore, n: int) -> dict[str, float]:
 
     def lease(i: int) -> None:
         store.acquire(f"l{tag}", str(i), 10**6, 60)
-        store.release(f"l{tag}", str(i))
+        store.settle([(f"l{tag}", str(i))], [])
 
     return {
         "ping": _micros(lambda _: store.ping(), n),

@@ -124,7 +124,7 @@ class Limits:
                     if not self.store.acquire(key, lease, limits.concurrent_streams, self.lease_ttl):
                         return self._refuse(self._streams_refusal(level, limits.concurrent_streams), undo)
                     admission.leases.append((key, lease))
-                    undo.append(lambda k=key, le=lease: self.store.release(k, le))
+                    undo.append(lambda k=key, le=lease: self.store.settle([(k, le)], []))
             for level, limits in levels:
                 for name, (unit, period) in _BUDGETS.items():
                     if (limit := getattr(limits, name)) is not None:
@@ -153,12 +153,12 @@ class Limits:
             return True
         admission.settled = True
         actual = {"tokens": actual_tokens, "cost": int(cost * MICROS)}
+        adjustments = [(key, actual[unit] - amount, ttl) for key, unit, amount, ttl in admission.reservations]
+        adjustments = [change for change in adjustments if change[1]]
+        if not (admission.leases or adjustments):
+            return True
         try:
-            for key, lease in admission.leases:
-                self.store.release(key, lease)
-            for key, unit, amount, ttl in admission.reservations:
-                if actual[unit] != amount:
-                    self.store.adjust(key, actual[unit] - amount, ttl)
+            self.store.settle(admission.leases, adjustments)
         except CounterStoreUnavailable:
             log.warning("counter store unavailable at settle: reservations stand, leases lapse by themselves")
             return False

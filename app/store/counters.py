@@ -55,7 +55,7 @@ def _guarded(method: Callable[..., T]) -> Callable[..., T]:
 
 
 class CounterStore:
-    """Windows through `limits`; `reserve`/`adjust` for budgets; `acquire`/`release` for leases."""
+    """Windows through `limits`; `reserve`/`adjust` for budgets; `acquire` for leases; `settle` for both."""
 
     NAME = "abstract"
     storage: Storage
@@ -94,9 +94,9 @@ class CounterStore:
         return self._acquire(key, lease, limit, ttl)
 
     @_guarded
-    def release(self, key: str, lease: str) -> None:
-        """Drop lease `lease` of `key` (no error when it already lapsed)."""
-        self._release(key, lease)
+    def settle(self, leases: list[tuple[str, str]], adjustments: list[tuple[str, int, int]]) -> None:
+        """In one round trip: drop each (key, lease) (lapsed ones too) and add each (key, delta, ttl)."""
+        self._settle(leases, adjustments)
 
     @_guarded
     def ping(self) -> None:
@@ -116,7 +116,7 @@ class CounterStore:
     def _acquire(self, key: str, lease: str, limit: int, ttl: float) -> bool:
         raise NotImplementedError
 
-    def _release(self, key: str, lease: str) -> None:
+    def _settle(self, leases: list[tuple[str, str]], adjustments: list[tuple[str, int, int]]) -> None:
         raise NotImplementedError
 
 
@@ -181,8 +181,13 @@ class RedisCounters(CounterStore):
     def _acquire(self, key: str, lease: str, limit: int, ttl: float) -> bool:
         return bool(self._acquire_script([self._key(key)], [lease, limit, ttl]))
 
-    def _release(self, key: str, lease: str) -> None:
-        self.client.zrem(self._key(key), lease)
+    def _settle(self, leases: list[tuple[str, str]], adjustments: list[tuple[str, int, int]]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for key, lease in leases:
+            pipe.zrem(self._key(key), lease)
+        for key, delta, ttl in adjustments:
+            self._adjust_script([self._key(key)], [delta, ttl], client=pipe)
+        pipe.execute()
 
 
 class SQLiteCounters(CounterStore):
@@ -224,9 +229,11 @@ class SQLiteCounters(CounterStore):
             conn.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", (key, lease, now + ttl))
             return True
 
-    def _release(self, key: str, lease: str) -> None:
-        with self.storage.transaction() as (conn, _):
-            conn.execute("DELETE FROM leases WHERE key = ? AND lease = ?", (key, lease))
+    def _settle(self, leases: list[tuple[str, str]], adjustments: list[tuple[str, int, int]]) -> None:
+        with self.storage.transaction() as (conn, now):
+            conn.executemany("DELETE FROM leases WHERE key = ? AND lease = ?", leases)
+            for key, delta, ttl in adjustments:
+                self.storage.put(conn, key, self.storage.counter(conn, key, now) + delta, now + ttl)
 
 
 def counter_store(redis_url: str, embedded_path: str) -> CounterStore:
