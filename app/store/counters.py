@@ -185,8 +185,9 @@ class RedisCounters(CounterStore):
         pipe = self.client.pipeline(transaction=False)
         for key, lease in leases:
             pipe.zrem(self._key(key), lease)
-        for key, delta, ttl in adjustments:
-            self._adjust_script([self._key(key)], [delta, ttl], client=pipe)
+        for key, delta, ttl in adjustments:  # plain commands: a script in a pipeline costs a SCRIPT EXISTS first
+            pipe.incrby(self._key(key), delta)
+            pipe.expire(self._key(key), ttl)
         pipe.execute()
 
 
