@@ -5,11 +5,11 @@
     JETPERO_REDIS_URL=redis://127.0.0.1:6379/0 .venv/bin/python -m bench.limits
 
 Per store: the median µs (over 3 x n calls) of a bare round trip (`ping`: Redis PING, an empty
-SQLite write transaction), of each primitive (a moving-window hit, a budget
-reserve, a stream lease taken and released) and of a whole admit + settle for a token with a
-rate limit, a token budget and a stream limit (5 store calls). `--processes P` also runs P
-processes admitting at once and reports the aggregate admits/s. Bounded: `--n` calls per
-measure (default 2000); every server started here is stopped by PID.
+SQLite write transaction), of each primitive (a moving-window hit, a budget reserve, a stream
+lease taken and given back) and of a whole admit + settle for a token with a rate limit, a token
+budget and a stream limit (4 store calls: settle is one). `--processes P` also runs P processes
+admitting at once and reports the aggregate admits/s. Bounded: `--n` calls per measure (default
+2000, at most 50000); every server started here is stopped by PID.
 """
 
 from __future__ import annotations
