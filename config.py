@@ -44,6 +44,12 @@ def _count(value: str) -> int:
     return number
 
 
+def _store_down(value: str) -> str:
+    if value not in {"refuse", "allow"}:
+        raise ValueError("expected refuse or allow")
+    return value
+
+
 def _positive_int(value: str) -> int:
     number = int(value)
     if number <= 0:
@@ -134,6 +140,19 @@ class Config:
         "300",
         _positive_int,
         "Seconds a live usage stream (SSE) stays open; the browser's EventSource then reconnects.",
+    )
+    JETPERO_REDIS_URL: str = setting(
+        "", _str, "Redis URL of the shared counters (rate limits, budgets, streams); empty: the embedded store."
+    )
+    JETPERO_COUNTERS_PATH: str = setting(
+        ".data/counters.sqlite3",
+        _str,
+        "SQLite file of the embedded counter store (exact across one node's workers; unused with Redis).",
+    )
+    JETPERO_LIMITS_ON_STORE_DOWN: str = setting(
+        "refuse",
+        _store_down,
+        "What a limited token gets when the counter store is down: `refuse` (503 + Retry-After) or `allow`.",
     )
     JETPERO_LOG_LEVEL: str = setting("INFO", _str, "Log level of the JSON logs.")
     JETPERO_TRUSTED_PROXIES: int = setting(

@@ -21,7 +21,7 @@ from tests.servers import LiveServer
 from tests.upstream import FakeUpstream
 from tools import openbao, procs
 
-pytest_plugins = ["tests.browser_fixtures", "tests.db_fixtures"]
+pytest_plugins = ["tests.browser_fixtures", "tests.db_fixtures", "tests.redis_fixtures"]
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,242 @@
+"""The shared counter stores: rate windows, budget reservations and stream leases.
+
+Rate windows are the `limits` library's moving window (its `MovingWindowRateLimiter`) over a
+`limits` storage; budgets and leases are one atomic step each (a Lua script on Redis, a
+`BEGIN IMMEDIATE` transaction on the embedded store). Two stores, one interface:
+
+- `RedisCounters` (`JETPERO_REDIS_URL`): exact across every worker of every node.
+- `SQLiteCounters` (the default): a `limits` storage over one SQLite file in WAL mode. Each
+  check is one write transaction under SQLite's file lock, so it is exact across the worker
+  processes of one node, needs nothing installed, and a worker that dies mid-check holds no
+  lock (the OS drops it with the process).
+
+Every store failure is raised as `CounterStoreUnavailable`; what the caller then does is its
+policy (`JETPERO_LIMITS_ON_STORE_DOWN`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import redis
+from limits import RateLimitItem
+from limits.errors import StorageError
+from limits.storage import RedisStorage, Storage
+from limits.strategies import MovingWindowRateLimiter
+from limits.util import WindowStats
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from .sqlite_storage import SQLiteStorage
+
+T = TypeVar("T")
+
+
+class CounterStoreUnavailable(RuntimeError):
+    """The counter store cannot be reached or cannot answer (its cause is chained)."""
+
+
+def _guarded(method: Callable[..., T]) -> Callable[..., T]:
+    """Turn every store-level error of `method` into CounterStoreUnavailable."""
+
+    @wraps(method)
+    def inner(self: Any, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except (StorageError, redis.RedisError, sqlite3.Error, OSError) as exc:
+            raise CounterStoreUnavailable(
+                f"the {self.NAME} counter store is unavailable: {type(exc).__name__}"
+            ) from exc
+
+    return inner
+
+
+class CounterStore:
+    """Windows through `limits`; `reserve`/`adjust` for budgets; `acquire` for leases; `settle` for both."""
+
+    NAME = "abstract"
+    storage: Storage
+
+    def __init__(self) -> None:
+        self.limiter = MovingWindowRateLimiter(self.storage)
+
+    @_guarded
+    def hit(self, item: RateLimitItem, key: str, cost: int = 1) -> bool:
+        """Take `cost` entries of the moving window `item` for `key`; False when it is full."""
+        return self.limiter.hit(item, key, cost=cost)
+
+    @_guarded
+    def window(self, item: RateLimitItem, key: str) -> WindowStats:
+        """(reset time, remaining) of the moving window `item` for `key`."""
+        return self.limiter.get_window_stats(item, key)
+
+    @_guarded
+    def unhit(self, item: RateLimitItem, key: str, cost: int = 1) -> None:
+        """Give back the newest `cost` entries of a window (an admit refused further on)."""
+        self._unhit(item.key_for(key), cost)
+
+    @_guarded
+    def reserve(self, key: str, amount: int, limit: int, ttl: int) -> tuple[bool, int]:
+        """Add `amount` to counter `key` unless it would pass `limit`: (taken, value)."""
+        return self._reserve(key, amount, limit, ttl)
+
+    @_guarded
+    def adjust(self, key: str, delta: int, ttl: int) -> int:
+        """Add `delta` (may be negative) to counter `key`; returns the new value."""
+        return self._adjust(key, delta, ttl)
+
+    @_guarded
+    def acquire(self, key: str, lease: str, limit: int, ttl: float) -> bool:
+        """Take lease `lease` of `key` unless `limit` live leases exist; a lease lapses after `ttl` s."""
+        return self._acquire(key, lease, limit, ttl)
+
+    @_guarded
+    def settle(self, leases: list[tuple[str, str]], adjustments: list[tuple[str, int, int]]) -> None:
+        """In one round trip: drop each (key, lease) (lapsed ones too) and add each (key, delta, ttl)."""
+        self._settle(leases, adjustments)
+
+    @_guarded
+    def ping(self) -> None:
+        """Raise CounterStoreUnavailable unless the store answers."""
+        if not self.storage.check():
+            raise StorageError(ConnectionError("no answer"))
+
+    def _unhit(self, window_key: str, cost: int) -> None:
+        raise NotImplementedError
+
+    def _reserve(self, key: str, amount: int, limit: int, ttl: int) -> tuple[bool, int]:
+        raise NotImplementedError
+
+    def _adjust(self, key: str, delta: int, ttl: int) -> int:
+        raise NotImplementedError
+
+    def _acquire(self, key: str, lease: str, limit: int, ttl: float) -> bool:
+        raise NotImplementedError
+
+    def _settle(self, leases: list[tuple[str, str]], adjustments: list[tuple[str, int, int]]) -> None:
+        raise NotImplementedError
+
+
+_RESERVE = """
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local amount, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+if used >= limit or used + amount > limit then return {0, used} end
+used = redis.call('INCRBY', KEYS[1], amount)
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return {1, used}
+"""
+_ADJUST = """
+local value = redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return value
+"""
+_ACQUIRE = """
+local now = redis.call('TIME')
+local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', t)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], t + tonumber(ARGV[3]), ARGV[1])
+redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3])))
+return 1
+"""
+
+
+class RedisCounters(CounterStore):
+    """Redis (or Valkey) through `limits`' RedisStorage, plus three Lua scripts of our own."""
+
+    NAME = "redis"
+    PREFIX = "jetpero"
+
+    def __init__(self, url: str, timeout: float = 0.5):
+        self.storage = RedisStorage(
+            url,
+            key_prefix=f"{self.PREFIX}-windows",
+            wrap_exceptions=True,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 1),  # one reconnect (a stale pooled connection), then CounterStoreUnavailable
+        )
+        self.client = self.storage.get_connection()
+        self._reserve_script = self.client.register_script(_RESERVE)
+        self._adjust_script = self.client.register_script(_ADJUST)
+        self._acquire_script = self.client.register_script(_ACQUIRE)
+        super().__init__()
+
+    def _key(self, key: str) -> str:
+        return f"{self.PREFIX}:{key}"
+
+    def _unhit(self, window_key: str, cost: int) -> None:
+        self.client.lpop(self.storage.prefixed_key(window_key), cost)
+
+    def _reserve(self, key: str, amount: int, limit: int, ttl: int) -> tuple[bool, int]:
+        taken, value = self._reserve_script([self._key(key)], [amount, limit, ttl])
+        return bool(taken), int(value)
+
+    def _adjust(self, key: str, delta: int, ttl: int) -> int:
+        return int(self._adjust_script([self._key(key)], [delta, ttl]))
+
+    def _acquire(self, key: str, lease: str, limit: int, ttl: float) -> bool:
+        return bool(self._acquire_script([self._key(key)], [lease, limit, ttl]))
+
+    def _settle(self, leases: list[tuple[str, str]], adjustments: list[tuple[str, int, int]]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for key, lease in leases:
+            pipe.zrem(self._key(key), lease)
+        for key, delta, ttl in adjustments:  # plain commands: a script in a pipeline costs a SCRIPT EXISTS first
+            pipe.incrby(self._key(key), delta)
+            pipe.expire(self._key(key), ttl)
+        pipe.execute()
+
+
+class SQLiteCounters(CounterStore):
+    """The embedded store: exact across the worker processes of one node."""
+
+    NAME = "embedded"
+
+    def __init__(self, path: str, busy_timeout: float = 5.0):
+        self.storage = SQLiteStorage(f"jetpero+sqlite://{path}", busy_timeout=busy_timeout)
+        super().__init__()
+
+    def _unhit(self, window_key: str, cost: int) -> None:
+        with self.storage.transaction() as (conn, _):
+            conn.execute(
+                "DELETE FROM entries WHERE rowid IN (SELECT rowid FROM entries WHERE key = ? ORDER BY at DESC LIMIT ?)",
+                (window_key, cost),
+            )
+
+    def _reserve(self, key: str, amount: int, limit: int, ttl: int) -> tuple[bool, int]:
+        with self.storage.transaction() as (conn, now):
+            used = self.storage.counter(conn, key, now)
+            if used >= limit or used + amount > limit:
+                return False, used
+            self.storage.put(conn, key, used + amount, now + ttl)
+            return True, used + amount
+
+    def _adjust(self, key: str, delta: int, ttl: int) -> int:
+        with self.storage.transaction() as (conn, now):
+            value = self.storage.counter(conn, key, now) + delta
+            self.storage.put(conn, key, value, now + ttl)
+            return value
+
+    def _acquire(self, key: str, lease: str, limit: int, ttl: float) -> bool:
+        with self.storage.transaction() as (conn, now):
+            conn.execute("DELETE FROM leases WHERE key = ? AND expires_at <= ?", (key, now))
+            (live,) = conn.execute("SELECT COUNT(*) FROM leases WHERE key = ?", (key,)).fetchone()
+            if live >= limit:
+                return False
+            conn.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", (key, lease, now + ttl))
+            return True
+
+    def _settle(self, leases: list[tuple[str, str]], adjustments: list[tuple[str, int, int]]) -> None:
+        with self.storage.transaction() as (conn, now):
+            conn.executemany("DELETE FROM leases WHERE key = ? AND lease = ?", leases)
+            for key, delta, ttl in adjustments:
+                self.storage.put(conn, key, self.storage.counter(conn, key, now) + delta, now + ttl)
+
+
+def counter_store(redis_url: str, embedded_path: str) -> CounterStore:
+    """The store the configuration names: Redis when `JETPERO_REDIS_URL` is set, else embedded."""
+    return RedisCounters(redis_url) if redis_url else SQLiteCounters(embedded_path)
