@@ -54,6 +54,24 @@ def test_the_body_never_runs_when_the_record_cannot_be_written(engine):
     assert ran == []
 
 
+def test_services_record_on_the_trail_bound_to_their_unit_of_work(engine):
+    with audit.bound(engine, CONTEXT):
+        with audit.changing(ALICE, "project.created", Target("bound", "web")):
+            pass
+        audit.refused(Actor("anonymous"), "auth.refused", Target("bound"), reason="expired token")
+    records = audit.query(engine, "bound")["records"]
+    assert [r["outcome"] for r in records] == ["refused", "succeeded", "requested"]
+    assert {r["request_id"] for r in records} == {"req-1"}
+
+
+def test_with_no_trail_bound_the_change_is_refused_and_never_runs(engine):
+    ran = []
+    with pytest.raises(AuditUnavailable), audit.changing(ALICE, "project.created", Target("unbound")):
+        ran.append(True)
+    audit.refused(ALICE, "auth.refused", Target("unbound"), reason="nothing bound")  # never raises
+    assert ran == [] and audit.query(engine, "unbound")["records"] == []
+
+
 def test_a_dead_database_refuses_the_change(tmp_path):
     from app.store.db import engine_for
 

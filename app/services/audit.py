@@ -3,6 +3,14 @@
     with audit.change(engine, actor, "provider.set", Target(org, project, "openai"), context):
         ...  # the Vault change: runs only once the "requested" record is written
 
+Services use the trail bound to the unit of work they run in (a request, a CLI command, a job),
+so they need neither the engine nor the request:
+
+    with audit.bound(engine, Context(request_id, client_ip, user_agent)):  # the caller, once
+        ...
+        with audit.changing(actor, "project.created", Target(org, slug)):  # in the service
+            ...  # the change; with no trail bound, AuditUnavailable: no record, no change
+
 A record holds ids and names, never a key, a token value or a Vault path. Each org's records
 form one chain (operator-level events have their own, `OPERATOR_CHAIN`): each record holds the
 hash of the one before, so `verify(engine, chain)` names the first record edited or removed.
@@ -19,6 +27,7 @@ import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -135,6 +144,36 @@ def change(
         _outcome(engine, actor, action, target, context, current, "failed", type(exc).__name__)
         raise
     _outcome(engine, actor, action, target, context, current, "succeeded", None)
+
+
+_trail: ContextVar[tuple[Engine, Context] | None] = ContextVar("jetpero_audit_trail", default=None)
+
+
+@contextmanager
+def bound(engine: Engine, context: Context | None = None) -> Iterator[None]:
+    """Bind the trail (its database and the caller's request id, IP, user agent) to this unit of
+    work (contextvars: per thread and per greenlet)."""
+    token = _trail.set((engine, context or Context()))
+    try:
+        yield
+    finally:
+        _trail.reset(token)
+
+
+def changing(actor: Actor, action: str, target: Target, *, detail: str | None = None):
+    """`change` on the bound trail; with none bound, AuditUnavailable (no record, no change)."""
+    trail = _trail.get()
+    if trail is None:
+        log.error("no audit trail bound for %s: change refused", action)
+        raise AuditUnavailable()
+    return change(trail[0], actor, action, target, trail[1], detail=detail)
+
+
+def refused(actor: Actor, action: str, target: Target, *, reason: str) -> None:
+    """`event` on the bound trail (a refused call); never raises, does nothing with no trail."""
+    trail = _trail.get()
+    if trail is not None:
+        event(trail[0], actor, action, target, trail[1], reason=reason)
 
 
 def _outcome(engine, actor, action, target, context, current: Entry, outcome: str, error: str | None) -> None:
