@@ -11,14 +11,14 @@ import logging
 import traceback
 from http import HTTPStatus
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from . import observability
 from .proxy.upstream import UpstreamBlocked, UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from .rules.tokens import InvalidToken
 from .services.audit import AuditUnavailable
-from .services.errors import Invalid, NotAllowed, Refused
+from .services.errors import Exists, HasProjects, Invalid, Missing, NotAllowed, Refused
 from .store.db import Unavailable as StoreUnavailable
 from .vault.errors import Conflict, InvalidRequest, NotFound, PolicyDenied, Unavailable, VaultError
 
@@ -30,19 +30,29 @@ RETRY_AFTER = "5"
 TABLE: dict[type[Exception], tuple[int, str]] = {
     AuditUnavailable: (503, "The audit trail cannot be written, so nothing was changed; retry later."),
     StoreUnavailable: (503, "The database is unavailable; retry later."),
-    NotFound: (404, "Not found."),
-    Conflict: (409, "Conflict: it already exists or was changed concurrently; read it again and retry."),
+    NotFound: (404, "Not found: check the names in the path."),
+    Conflict: (409, "Conflict: it was changed by another request at the same time; read it again and retry."),
     Unavailable: (503, "Vault is unavailable; retry later."),
     PolicyDenied: (500, "Internal error."),
     InvalidRequest: (500, "Internal error."),
     InvalidToken: (401, "Invalid or missing token."),
-    UpstreamBlocked: (502, "The provider's address is not allowed."),
+    # Not the provider's failure but this JetPero's refusal, so not a 5xx (which SDKs retry):
+    # the address was stored while allowed, or its name resolves to a private address now.
+    UpstreamBlocked: (
+        403,
+        "This provider's base_url is a loopback, private or link-local address, which this JetPero refuses"
+        " (JETPERO_ALLOW_PRIVATE_UPSTREAMS); an admin must point the provider at a public address.",
+    ),
     UpstreamUnreachable: (502, "The provider could not be reached."),
     UpstreamTimeout: (504, "The provider did not answer in time."),
 }
 
 # domain refusal -> status (their messages are written for the caller)
-REFUSALS: dict[type[Refused], int] = {NotAllowed: 403, Invalid: 422}
+REFUSALS: dict[type[Refused], int] = {NotAllowed: 403, Missing: 404, Exists: 409, HasProjects: 409, Invalid: 422}
+
+# RFC 6750 §3: no error code when the request had no token at all; `invalid_token` otherwise.
+CHALLENGE_MISSING = 'Bearer realm="jetpero"'
+CHALLENGE_INVALID = 'Bearer realm="jetpero", error="invalid_token"'
 
 
 class ApiError(Exception):
@@ -65,7 +75,7 @@ def error_response(status: int, message: str, *, errors: dict | None = None, hea
     for name, value in (headers or {}).items():
         response.headers[name] = value
     if status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="jetpero"'
+        response.headers.setdefault("WWW-Authenticate", CHALLENGE_MISSING)
     if status == 503:
         response.headers["Retry-After"] = RETRY_AFTER
     return response
@@ -75,6 +85,11 @@ def _http(exc: HTTPException):
     data = getattr(exc, "data", None) or {}
     errors = data.get("messages") if isinstance(data, dict) else None
     message = data.get("message") if isinstance(data, dict) and data.get("message") else exc.description
+    if exc.code == 404 and request.url_rule is None:  # no route matched: werkzeug's text is about browsers
+        message = (
+            "Nothing here: check the path. Names in it (org, project, provider) are 1-63 lowercase"
+            " letters, digits, '-' and '.', starting and ending with a letter or digit."
+        )
     headers = {k: v for k, v in (exc.get_headers() if exc.code == 405 else []) if k == "Allow"}
     return error_response(
         exc.code or 500, message or HTTPStatus(exc.code or 500).phrase, errors=errors, headers=headers
@@ -92,6 +107,8 @@ def status_of(exc: Exception) -> int:
     """The status the handlers registered here answer `exc` with."""
     if isinstance(exc, ApiError):
         return exc.status
+    if isinstance(exc, Refused):
+        return _refusal_status(exc)
     if isinstance(exc, HTTPException):
         return exc.code or 500
     mapped = _mapped(exc)
@@ -106,7 +123,13 @@ def _service(exc: Exception):
     if status == 500:  # our own bug (a policy that denies our call, a request Vault rejects)
         log.error("service error %s", type(exc).__name__)
     elif isinstance(exc, InvalidToken):
-        log.info("token refused: %s", exc.reason)
+        # The body is the same for every reason (no oracle); the reason is here, by request id.
+        log.info("token refused: %s", exc.reason, extra={"fields": {"request_id": observability.request_id()}})
+        return error_response(
+            status,
+            message,
+            headers={"WWW-Authenticate": CHALLENGE_MISSING if exc.reason == "missing" else CHALLENGE_INVALID},
+        )
     return error_response(status, message)
 
 
@@ -114,8 +137,14 @@ def _api(exc: ApiError):
     return error_response(exc.status, exc.message, headers=exc.headers)
 
 
+def _refusal_status(exc: Refused) -> int:
+    return next(status for kind, status in REFUSALS.items() if isinstance(exc, kind))
+
+
 def _refused(exc: Refused):
-    return error_response(REFUSALS[type(exc)], exc.message)
+    field = getattr(exc, "field", None)  # an Invalid about one input field names it, as schema errors do
+    errors = {"json": {field: [exc.message]}} if field else None
+    return error_response(_refusal_status(exc), exc.message, errors=errors)
 
 
 def _unexpected(exc: Exception):

@@ -106,7 +106,12 @@ def test_a_whole_error_body_is_read_decoded_and_its_connection_reused(raw):
 @pytest.mark.parametrize(
     "error,status,message",
     [
-        (UpstreamBlocked, 502, "The provider's address is not allowed."),
+        (
+            UpstreamBlocked,
+            403,
+            "This provider's base_url is a loopback, private or link-local address, which this JetPero refuses"
+            " (JETPERO_ALLOW_PRIVATE_UPSTREAMS); an admin must point the provider at a public address.",
+        ),
         (UpstreamUnreachable, 502, "The provider could not be reached."),
         (UpstreamTimeout, 504, "The provider did not answer in time."),
     ],

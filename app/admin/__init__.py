@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+from flask import request
 from flask_smorest import Api
 from werkzeug.routing import BaseConverter, ValidationError
 
 from .. import docs
+from ..errors import ApiError
 from ..rules.slugs import SLUG_PATTERN, is_slug
 from . import audit, members, orgs, projects, providers, tokens, usage
 from .auth import authenticate
+from .openapi import make_api
 
 BLUEPRINTS = (orgs.blp, members.blp, projects.blp, providers.blp, tokens.blp, audit.blp, usage.blp)
-for _blp in BLUEPRINTS:
-    _blp.before_request(authenticate)  # once, at import: a bad admin token is a 401 before any input is read
+
+
+def require_json() -> None:
+    """before_request hook: a body sent as anything but JSON (a form, or JSON without its
+    Content-Type) is a 415 that says so, rather than every required field reported missing.
+    A bodiless call (a DELETE, a POST that takes no body) is not concerned."""
+    has_body = request.content_length or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if has_body and not request.is_json:
+        raise ApiError(415, "Send the request body as JSON, with the header Content-Type: application/json.")
+
+
+for _blp in BLUEPRINTS:  # once, at import, in this order: a bad admin token is a 401 before any input is read
+    _blp.before_request(authenticate)
+    _blp.before_request(require_json)
 
 
 class SlugConverter(BaseConverter):
@@ -43,7 +58,7 @@ def init_api(app) -> Api:
             "security": [{"bearerAuth": []}],
         },
     )
-    api = Api(app)
+    api = make_api(app)
     docs.init_app(app)
     api.register_converter(SlugConverter, lambda _: {"type": "string", "pattern": f"^{SLUG_PATTERN}$"})
     app.url_map.converters["slug"] = SlugConverter

@@ -28,7 +28,7 @@ def _preflight(origin: str) -> Response:
     return response
 
 
-@bp.route("/proxy/<provider>/", methods=METHODS)
+@bp.route("/proxy/<provider>/", methods=METHODS, strict_slashes=False)  # no HTML redirect for /proxy/x
 def proxy_root(provider: str):
     """The provider's base URL itself. Its own endpoint rather than `defaults={"path": ""}` on
     the one below: werkzeug would check every match of that one against the defaults."""

@@ -75,11 +75,16 @@ def base_url_error(value: str, *, allow_private: bool) -> str | None:
         return "must not hold a query or fragment"
     if any(ch in value for ch in "\\\r\n\t\0 ") or "%" in parts.path or "/../" in f"{parts.path}/":
         return "holds characters that are not allowed"
-    host = parts.hostname
+    host = parts.hostname.rstrip(".")  # `localhost.` and `127.0.0.1.` resolve as without the dot
+    if not host:
+        return "must be an http(s) URL with a host"
     address = literal_ip(host)
     private = (address is not None and not address.is_global) or host == "localhost" or host.endswith(".localhost")
     if private and not allow_private:
-        return "points at a loopback, private or link-local address"
+        return (
+            "points at a loopback, private or link-local address, which this JetPero refuses"
+            " (an operator allows them with JETPERO_ALLOW_PRIVATE_UPSTREAMS=true)"
+        )
     if parts.scheme == "http" and not private:
         return "must use https"
     return None

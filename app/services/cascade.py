@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from ..vault import kv, namespaces
 from ..vault.connection import Vault
-from ..vault.errors import Conflict
 from ..vault.layout import ORGS, REGISTRY, record
 from . import changes, orgs, projects
 from .actor import Actor
+from .errors import HasProjects
 
 
 def delete_org(vault: Vault, actor: Actor, slug: str, *, cascade: bool) -> None:
-    """Delete the org (owners); with projects, only when `cascade` (Conflict otherwise)."""
+    """Delete the org (owners); with projects, only when `cascade` (HasProjects otherwise)."""
     actor.require("owner", slug)
     orgs.get(vault, slug)
     names = projects.slugs(vault, slug)
     if names and not cascade:
-        raise Conflict()
+        raise HasProjects(slug, len(names))
     for name in names:
         projects.delete(vault, actor, slug, name)
     namespaces.delete_and_wait(vault, None, slug)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from ..vault import namespaces
 from ..vault.connection import Vault
-from ..vault.errors import Conflict, NotFound
+from .errors import Exists, Missing
 
 log = logging.getLogger("jetpero.services")
 
@@ -27,20 +27,20 @@ def quietly(fn: Callable[[], object]) -> None:
         log.warning("rollback step failed: %s", type(exc).__name__)
 
 
-def checked_id(value: str, length: int) -> str:
+def checked_id(value: str, length: int, kind: str = "record") -> str:
     """A member or token id as a caller gave it: anything but `length` lowercase hex digits is
-    NotFound (and never reaches a Vault path)."""
+    Missing (never echoed: it may be a token pasted in the wrong place; never a Vault path)."""
     if len(value) != length or any(ch not in "0123456789abcdef" for ch in value):
-        raise NotFound()
+        raise Missing(kind)
     return value
 
 
 def new_namespace(vault: Vault, parent: str | None, name: str, kind: str, provision: Callable[[], None]) -> None:
     """Create namespace `name` under `parent`, then `provision()` it, all or nothing: one that
-    exists already (made outside JetPero) is a Conflict and left alone; after any failure past
+    exists already (made outside JetPero) is `Exists` and left alone; after any failure past
     its creation the namespace is deleted again."""
     if name in vault.app(namespaces.children, namespace=parent):
-        raise Conflict()
+        raise Exists(kind, f"{parent}/{name}" if parent else name)
     vault.app(lambda c: namespaces.create(c, name, {"managed-by": "jetpero", "kind": kind}), namespace=parent)
     try:
         provision()

@@ -14,10 +14,12 @@ from config import Config
 from ..rules import roles
 from ..vault import kv
 from ..vault.connection import Vault
+from ..vault.errors import NotFound
 from ..vault.layout import MEMBERS, OPERATORS, ORG_MOUNT, REGISTRY, record
 from . import admin_tokens, changes, orgs
 from .actor import MEMBER, OPERATOR, Actor
 from .common import checked_id, now, quietly
+from .errors import Missing
 
 ID_LENGTH = 16  # hex digits
 
@@ -52,19 +54,23 @@ def add(vault: Vault, config: Config, actor: Actor, org: str, *, name: str, role
 
 
 def get(vault: Vault, org: str, member_id: str) -> dict:
-    """The member's record (NotFound when there is none); no authorisation: callers check."""
-    data, _ = vault.app(lambda c: kv.read(c, ORG_MOUNT, record(MEMBERS, member_id)), namespace=org)
+    """The member's record (Missing when there is none); no authorisation: callers check."""
+    try:
+        data, _ = vault.app(lambda c: kv.read(c, ORG_MOUNT, record(MEMBERS, member_id)), namespace=org)
+    except NotFound:
+        orgs.get(vault, org)  # Missing("org") when it is the org that is missing
+        raise Missing("member", f"{org}/{member_id}") from None
     return _public(member_id, data)
 
 
 def show(vault: Vault, actor: Actor, org: str, member_id: str) -> dict:
     actor.require("viewer", org)
-    return get(vault, org, checked_id(member_id, ID_LENGTH))
+    return get(vault, org, checked_id(member_id, ID_LENGTH, "member"))
 
 
 def list_all(vault: Vault, actor: Actor, org: str) -> list[dict]:
     actor.require("viewer", org)
-    orgs.get(vault, org)  # an unknown org is NotFound, not an empty list
+    orgs.get(vault, org)  # an unknown org is Missing, not an empty list
     ids = vault.app(lambda c: kv.keys(c, ORG_MOUNT, MEMBERS), namespace=org)
     return [get(vault, org, member_id) for member_id in sorted(ids)]
 
@@ -72,7 +78,7 @@ def list_all(vault: Vault, actor: Actor, org: str) -> list[dict]:
 def remove(vault: Vault, actor: Actor, org: str, member_id: str) -> None:
     """Remove a member (admins; never one above the actor): their tokens stop working everywhere."""
     actor.require("admin", org)
-    member = get(vault, org, checked_id(member_id, ID_LENGTH))
+    member = get(vault, org, checked_id(member_id, ID_LENGTH, "member"))
     actor.require_grant(member["role"], "You cannot remove a member whose role is above your own.")
     _delete(vault, org, member_id)
 
@@ -96,5 +102,8 @@ def add_operator(vault: Vault, config: Config, actor: Actor, *, name: str) -> di
 
 
 def get_operator(vault: Vault, operator_id: str) -> dict:
-    data, _ = vault.app(lambda c: kv.read(c, REGISTRY, record(OPERATORS, operator_id)))
+    try:
+        data, _ = vault.app(lambda c: kv.read(c, REGISTRY, record(OPERATORS, operator_id)))
+    except NotFound:
+        raise Missing("operator", operator_id) from None
     return _public(operator_id, data)

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from ..vault import kv
 from ..vault.connection import Vault
+from ..vault.errors import Conflict, NotFound
 from ..vault.layout import ORG_MOUNT, ORGS, REGISTRY, record
 from .actor import Actor
 from .common import new_namespace, now, quietly
+from .errors import Exists, Missing
 
 
 def _public(slug: str, data: dict) -> dict:
@@ -20,7 +22,10 @@ def create(vault: Vault, actor: Actor, *, slug: str, display_name: str) -> dict:
     """Claim the name, then make the namespace and its KV; undo everything on failure (operators)."""
     actor.require("operator")
     data = {"display_name": display_name, "created_at": now()}
-    vault.app(lambda c: kv.write(c, REGISTRY, record(ORGS, slug), data, cas=0))  # Conflict if taken
+    try:
+        vault.app(lambda c: kv.write(c, REGISTRY, record(ORGS, slug), data, cas=0))
+    except Conflict:
+        raise Exists("org", slug) from None
 
     def provision() -> None:
         vault.app(lambda c: kv.enable(c, ORG_MOUNT, "JetPero org records"), namespace=slug)
@@ -34,8 +39,11 @@ def create(vault: Vault, actor: Actor, *, slug: str, display_name: str) -> dict:
 
 
 def get(vault: Vault, slug: str) -> dict:
-    """The org's record (NotFound when there is none); no authorisation: callers check."""
-    data, _ = vault.app(lambda c: kv.read(c, REGISTRY, record(ORGS, slug)))
+    """The org's record (Missing when there is none); no authorisation: callers check."""
+    try:
+        data, _ = vault.app(lambda c: kv.read(c, REGISTRY, record(ORGS, slug)))
+    except NotFound:
+        raise Missing("org", slug) from None
     return _public(slug, data)
 
 

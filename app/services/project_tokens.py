@@ -8,11 +8,12 @@ from config import Config
 from ..rules import tokens
 from ..vault import kv
 from ..vault.connection import Vault
+from ..vault.errors import NotFound
 from ..vault.layout import KV, TOKENS, record
 from . import changes, projects, provider_keys, signing
 from .actor import Actor
 from .common import checked_id, now, quietly
-from .errors import Invalid
+from .errors import Invalid, Missing
 
 PUBLIC_FIELDS = (
     "name",
@@ -32,21 +33,19 @@ def _public(token_id: str, data: dict) -> dict:
     return {"id": token_id, **{field: data.get(field) for field in PUBLIC_FIELDS}}
 
 
-def _checked(
-    vault: Vault, config: Config, org: str, project: str, data: dict
-) -> tuple[list[str], list[str] | None]:
+def _checked(vault: Vault, config: Config, org: str, project: str, data: dict) -> tuple[list[str], list[str] | None]:
     """(scope, origins) once every rule holds: lifetime, known providers, origins of the project."""
     if data["expires_in"] > config.JETPERO_MAX_TOKEN_TTL:
-        raise Invalid(f"expires_in is above the maximum of {config.JETPERO_MAX_TOKEN_TTL} seconds.")
+        raise Invalid(f"expires_in is above the maximum of {config.JETPERO_MAX_TOKEN_TTL} seconds.", field="expires_in")
     project_record = projects.get(vault, org, project)
     scope = data.get("scope") or ["*"]
     if scope != ["*"]:
         unknown = sorted(set(scope) - set(provider_keys.names(vault, org, project)))
         if unknown:
-            raise Invalid(f"scope names providers the project does not have: {', '.join(unknown)}.")
+            raise Invalid(f"scope names providers the project does not have: {', '.join(unknown)}.", field="scope")
     origins = data.get("allowed_origins")
     if origins is not None and not set(origins) <= set(project_record["allowed_origins"]):
-        raise Invalid("allowed_origins must be a subset of the project's allowed origins.")
+        raise Invalid("allowed_origins must be a subset of the project's allowed origins.", field="allowed_origins")
     return sorted(set(scope)), origins
 
 
@@ -82,14 +81,18 @@ def issue(vault: Vault, config: Config, actor: Actor, org: str, project: str, da
 
 
 def get(vault: Vault, org: str, project: str, token_id: str) -> dict:
-    """The token's record (NotFound when there is none); no authorisation: callers check."""
-    data, _ = vault.project(org, project, lambda c: kv.read(c, KV, record(TOKENS, token_id)))
+    """The token's record (Missing when there is none); no authorisation: callers check."""
+    try:
+        data, _ = vault.project(org, project, lambda c: kv.read(c, KV, record(TOKENS, token_id)))
+    except NotFound:
+        projects.get(vault, org, project)  # Missing("org"/"project") when that is what is missing
+        raise Missing("token", token_id) from None
     return _public(token_id, data)
 
 
 def show(vault: Vault, actor: Actor, org: str, project: str, token_id: str) -> dict:
     actor.require("viewer", org)
-    return get(vault, org, project, checked_id(token_id, ID_LENGTH))
+    return get(vault, org, project, checked_id(token_id, ID_LENGTH, "token"))
 
 
 def list_all(vault: Vault, actor: Actor, org: str, project: str) -> list[dict]:
@@ -101,7 +104,7 @@ def list_all(vault: Vault, actor: Actor, org: str, project: str) -> list[dict]:
 def revoke(vault: Vault, actor: Actor, org: str, project: str, token_id: str) -> dict:
     """Mark revoked (developers; kept for the audit trail) and tell every worker."""
     actor.require("developer", org)
-    token_id = checked_id(token_id, ID_LENGTH)
+    token_id = checked_id(token_id, ID_LENGTH, "token")
 
     def mark(client) -> dict:
         data, version = kv.read(client, KV, record(TOKENS, token_id))
@@ -110,6 +113,10 @@ def revoke(vault: Vault, actor: Actor, org: str, project: str, token_id: str) ->
             kv.write(client, KV, record(TOKENS, token_id), data, cas=version)
         return data
 
-    data = vault.project(org, project, mark)
+    try:
+        data = vault.project(org, project, mark)
+    except NotFound:
+        get(vault, org, project, token_id)  # Missing, naming what is missing
+        raise
     changes.publish(vault, "token-revoked", org=org, project=project, token=token_id)
     return _public(token_id, data)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ..vault import kv, namespaces, policies, transit
 from ..vault.connection import PROJECT_TOKEN_TTL, Vault
+from ..vault.errors import Conflict, NotFound
 from ..vault.layout import (
     ENCRYPTION_KEY,
     KV,
@@ -23,6 +24,7 @@ from ..vault.layout import (
 from . import changes, orgs
 from .actor import Actor
 from .common import new_namespace, now, quietly
+from .errors import Exists, Missing
 
 
 def _public(org: str, slug: str, data: dict) -> dict:
@@ -54,7 +56,10 @@ def create(vault: Vault, actor: Actor, *, org: str, slug: str, display_name: str
     orgs.get(vault, org)
     stamp = now()
     data = {"display_name": display_name, "allowed_origins": allowed_origins, "created_at": stamp, "updated_at": stamp}
-    vault.app(lambda c: kv.write(c, ORG_MOUNT, record(PROJECTS, slug), data, cas=0), namespace=org)
+    try:
+        vault.app(lambda c: kv.write(c, ORG_MOUNT, record(PROJECTS, slug), data, cas=0), namespace=org)
+    except Conflict:
+        raise Exists("project", f"{org}/{slug}") from None
     try:
         new_namespace(vault, org, slug, "project", lambda: _provision(vault, org, slug))
     except BaseException:
@@ -64,9 +69,16 @@ def create(vault: Vault, actor: Actor, *, org: str, slug: str, display_name: str
 
 
 def get(vault: Vault, org: str, slug: str) -> dict:
-    """The project's record (NotFound when there is none); no authorisation: callers check."""
-    data, _ = vault.app(lambda c: kv.read(c, ORG_MOUNT, record(PROJECTS, slug)), namespace=org)
-    return _public(org, slug, data)
+    """The project's record (Missing when there is none); no authorisation: callers check."""
+    return _public(org, slug, _read(vault, org, slug)[0])
+
+
+def _read(vault: Vault, org: str, slug: str) -> tuple[dict, int]:
+    try:
+        return vault.app(lambda c: kv.read(c, ORG_MOUNT, record(PROJECTS, slug)), namespace=org)
+    except NotFound:
+        orgs.get(vault, org)  # Missing("org") when it is the org that is missing
+        raise Missing("project", f"{org}/{slug}") from None
 
 
 def show(vault: Vault, actor: Actor, org: str, slug: str) -> dict:
@@ -88,7 +100,7 @@ def list_all(vault: Vault, actor: Actor, org: str) -> list[dict]:
 def update(vault: Vault, actor: Actor, org: str, slug: str, edits: dict) -> dict:
     """Change display name and/or allowed origins (admins; check-and-set: a concurrent edit is a 409)."""
     actor.require("admin", org)
-    data, version = vault.app(lambda c: kv.read(c, ORG_MOUNT, record(PROJECTS, slug)), namespace=org)
+    data, version = _read(vault, org, slug)
     data = {**data, **edits, "updated_at": now()}
     vault.app(lambda c: kv.write(c, ORG_MOUNT, record(PROJECTS, slug), data, cas=version), namespace=org)
     changes.publish(vault, "project-updated", org=org, project=slug)

@@ -11,11 +11,12 @@ from config import Config
 from ..rules import providers
 from ..vault import kv, transit
 from ..vault.connection import Vault
+from ..vault.errors import NotFound
 from ..vault.layout import ENCRYPTION_KEY, KV, PROVIDERS, TRANSIT, record
-from . import changes
+from . import changes, projects
 from .actor import Actor
 from .common import now
-from .errors import Invalid
+from .errors import Invalid, Missing
 
 PUBLIC_FIELDS = ("template", "base_url", "auth_type", "auth_name", "key_hint", "created_at", "updated_at")
 
@@ -31,7 +32,7 @@ def put(vault: Vault, config: Config, actor: Actor, org: str, project: str, name
     settings = providers.settings(data)
     error = providers.base_url_error(settings["base_url"], allow_private=config.JETPERO_ALLOW_PRIVATE_UPSTREAMS)
     if error:
-        raise Invalid(f"base_url {error}.")
+        raise Invalid(f"base_url {error}.", field="base_url")
     api_key = data["api_key"]
 
     def write(client) -> tuple[dict, int]:
@@ -51,7 +52,11 @@ def put(vault: Vault, config: Config, actor: Actor, org: str, project: str, name
 
 
 def _get(vault: Vault, org: str, project: str, name: str) -> dict:
-    data, version = vault.project(org, project, lambda c: kv.read(c, KV, record(PROVIDERS, name)))
+    try:
+        data, version = vault.project(org, project, lambda c: kv.read(c, KV, record(PROVIDERS, name)))
+    except NotFound:
+        projects.get(vault, org, project)  # Missing("org"/"project") when that is what is missing
+        raise Missing("provider", f"{org}/{project}/{name}") from None
     return _public(name, data, version)
 
 

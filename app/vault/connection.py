@@ -9,6 +9,7 @@ a token bound to that project's own policy, minted in the project's namespace.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -23,8 +24,24 @@ from .layout import PROJECT_TOKEN_ROLE, project_namespace
 
 T = TypeVar("T")
 
+log = logging.getLogger("jetpero.vault")
+
 PROJECT_TOKEN_TTL = 3600  # seconds; re-minted when 80% of it is gone
 _RENEW_FRACTION = 0.8
+
+
+# Vault cannot serve us right now: sealed or down (503), not initialised (501), our login refused
+# (401: a secret_id revoked or expired, fixed by the operator, not by the caller), overloaded
+# (429), a standby not yet caught up (412), or failing (500/502).
+_UNAVAILABLE = (
+    hx.VaultDown,
+    hx.VaultNotInitialized,
+    hx.Unauthorized,
+    hx.PreconditionFailed,
+    hx.InternalServerError,
+    hx.BadGateway,
+    hx.RateLimitExceeded,
+)
 
 
 def translate(exc: Exception) -> Exception:
@@ -40,7 +57,8 @@ def translate(exc: Exception) -> Exception:
         if "no handler for route" in text or "not found" in text:
             return NotFound()
         return InvalidRequest()
-    if isinstance(exc, (hx.VaultDown, hx.InternalServerError, hx.BadGateway, hx.RateLimitExceeded)):
+    if isinstance(exc, _UNAVAILABLE):
+        log.warning("Vault unavailable: it answered %s", type(exc).__name__)  # the operator's clue
         return Unavailable()
     if isinstance(exc, (requests.exceptions.RequestException, ConnectionError, TimeoutError)):
         return Unavailable()
