@@ -84,6 +84,8 @@ def error_response(status: int, message: str, *, errors: dict | None = None, hea
 def _http(exc: HTTPException):
     data = getattr(exc, "data", None) or {}
     errors = data.get("messages") if isinstance(data, dict) else None
+    if isinstance(errors, dict):  # {location: [...]} (a body that is not JSON): schema-level, as marshmallow names it
+        errors = {where: {"_schema": found} if isinstance(found, list) else found for where, found in errors.items()}
     message = data.get("message") if isinstance(data, dict) and data.get("message") else exc.description
     if exc.code == 404 and request.url_rule is None:  # no route matched: werkzeug's text is about browsers
         message = (

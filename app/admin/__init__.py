@@ -12,6 +12,7 @@ from ..rules.slugs import SLUG_PATTERN, is_slug
 from . import audit, members, orgs, projects, providers, tokens, usage
 from .auth import authenticate
 from .openapi import make_api
+from .schemas import SLUG_DOC
 
 BLUEPRINTS = (orgs.blp, members.blp, projects.blp, providers.blp, tokens.blp, audit.blp, usage.blp)
 
@@ -60,7 +61,7 @@ def init_api(app) -> Api:
     )
     api = make_api(app)
     docs.init_app(app)
-    api.register_converter(SlugConverter, lambda _: {"type": "string", "pattern": f"^{SLUG_PATTERN}$"})
+    api.register_converter(SlugConverter, lambda _: {"type": "string", **SLUG_DOC})
     app.url_map.converters["slug"] = SlugConverter
     for blp in BLUEPRINTS:
         api.register_blueprint(blp)

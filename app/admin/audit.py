@@ -39,7 +39,9 @@ class AuditQuery(Schema):
     target = fields.String(validate=validate.Length(max=200), metadata={"description": "Project, provider, id."})
     since = fields.AwareDateTime(metadata={"description": "From this time (ISO 8601 with offset)."})
     until = fields.AwareDateTime(metadata={"description": "Before this time."})
-    cursor = fields.Integer(validate=validate.Range(min=1), metadata={"description": "`next_cursor` of a page."})
+    cursor = fields.Integer(
+        validate=validate.Range(min=1, max=2**63 - 1), metadata={"description": "`next_cursor` of a page."}
+    )
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=audit.PAGE_LIMIT))
     format = fields.String(
         load_default="json",
@@ -98,13 +100,23 @@ def _answer(chain: str, args: dict):
     rows = audit.export_jsonl(db(), chain, **filters) if kind == "jsonl" else audit.export_csv(db(), chain, **filters)
     name = "operator" if chain == audit.OPERATOR_CHAIN else chain
     disposition = f'attachment; filename="audit-{name}.{kind}"'
-    return Response(rows, mimetype=EXPORTS[kind], headers={"Content-Disposition": disposition})
+    return Response(rows, content_type=EXPORTS[kind], headers={"Content-Disposition": disposition})
+
+
+def _exports(view):
+    """The export formats' own 200s in the OpenAPI document, beside the JSON page."""
+    for kind, content_type in EXPORTS.items():
+        view = blp.alt_response(
+            200, schema={"type": "string"}, content_type=content_type, description=f"format={kind}", success=True
+        )(view)
+    return view
 
 
 @blp.route("/orgs/<slug:org>/audit")
 class OrgAudit(MethodView):
     @blp.arguments(AuditQuery, location="query")
     @blp.response(200, AuditPage)
+    @_exports
     def get(self, args, org):
         """The org's audit records, newest first (or exported with `format`)."""
         auth.actor().require("admin", org)
@@ -124,6 +136,7 @@ class OrgAuditVerify(MethodView):
 class OperatorAudit(MethodView):
     @blp.arguments(AuditQuery, location="query")
     @blp.response(200, AuditPage)
+    @_exports
     def get(self, args):
         """Operator-level audit records (orgs created or deleted, operator tokens), newest first."""
         auth.actor().require("operator")

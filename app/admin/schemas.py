@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
 from ..rules.providers import AUTH_TYPES, TEMPLATES, key_error
 from ..rules.roles import MEMBER_ROLES
-from ..rules.slugs import slug_error
+from ..rules.slugs import RESERVED, SLUG_PATTERN, slug_error
 from ..rules.tokens import ENVIRONMENTS
 
 _NAME = validate.Length(min=1, max=100)
 _HEADER_NAME = validate.Regexp(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$", error="not a valid header or parameter name")
+
+# `rules.slugs` as one pattern, for the OpenAPI document (and so for generated clients): no '..',
+# no reserved name, nothing starting with 'jetpero'. The server checks with `slug_error`.
+SLUG_DOC = {
+    "pattern": rf"^(?!.*\.\.)(?!jetpero)(?!(?:{'|'.join(sorted(RESERVED))})$){SLUG_PATTERN}$",
+    "minLength": 1,
+    "maxLength": 63,
+}
+# What `rules.providers.key_error` accepts: 1-4096 printable ASCII characters, no spaces.
+API_KEY_DOC = {"pattern": "^[!-~]+$", "minLength": 1, "maxLength": 4096}
+# scheme://host[:port], nothing more: what a browser sends as its Origin header.
+_ORIGIN = validate.Regexp(
+    r"^https?://[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+    r"(?::[0-9]{1,5})?$",
+    error="an origin is scheme://host[:port], nothing more (e.g. https://app.example.com)",
+)
 
 
 def _slug(value: str) -> None:
@@ -21,16 +35,12 @@ def _slug(value: str) -> None:
         raise ValidationError(error)
 
 
-def _origin(value: str) -> None:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname or value != f"{parts.scheme}://{parts.netloc}":
-        raise ValidationError("an origin is scheme://host[:port], nothing more (e.g. https://app.example.com)")
-    if parts.username or parts.password:
-        raise ValidationError("an origin has no user information")
+def _slug_field(**kwargs) -> fields.String:
+    return fields.String(validate=_slug, metadata=SLUG_DOC, **kwargs)
 
 
 class OrgCreate(Schema):
-    slug = fields.String(required=True, validate=_slug)
+    slug = _slug_field(required=True)
     display_name = fields.String(validate=_NAME)
 
 
@@ -63,14 +73,14 @@ class MemberCreated(Member):
 
 
 class ProjectCreate(Schema):
-    slug = fields.String(required=True, validate=_slug)
+    slug = _slug_field(required=True)
     display_name = fields.String(validate=_NAME)
-    allowed_origins = fields.List(fields.String(validate=_origin), load_default=list, validate=validate.Length(max=50))
+    allowed_origins = fields.List(fields.String(validate=_ORIGIN), load_default=list, validate=validate.Length(max=50))
 
 
 class ProjectPatch(Schema):
     display_name = fields.String(validate=_NAME)
-    allowed_origins = fields.List(fields.String(validate=_origin), validate=validate.Length(max=50))
+    allowed_origins = fields.List(fields.String(validate=_ORIGIN), validate=validate.Length(max=50))
 
 
 class Project(Schema):
@@ -84,7 +94,7 @@ class Project(Schema):
 
 class ProviderPut(Schema):
     template = fields.String(required=True, validate=validate.OneOf(sorted(TEMPLATES)))
-    api_key = fields.String(required=True, load_only=True, metadata={"description": "Write-only."})
+    api_key = fields.String(required=True, load_only=True, metadata={"description": "Write-only.", **API_KEY_DOC})
     base_url = fields.String(validate=validate.Length(max=2048))
     auth_type = fields.String(validate=validate.OneOf(AUTH_TYPES))
     auth_name = fields.String(validate=_HEADER_NAME)
@@ -121,8 +131,8 @@ class TokenCreate(Schema):
     name = fields.String(required=True, validate=_NAME)
     environment = fields.String(required=True, validate=validate.OneOf(ENVIRONMENTS))
     expires_in = fields.Integer(required=True, validate=validate.Range(min=60), metadata={"description": "Seconds."})
-    scope = fields.List(fields.String(validate=_slug), validate=validate.Length(min=1, max=50))
-    allowed_origins = fields.List(fields.String(validate=_origin), validate=validate.Length(max=50))
+    scope = fields.List(_slug_field(), validate=validate.Length(min=1, max=50))
+    allowed_origins = fields.List(fields.String(validate=_ORIGIN), validate=validate.Length(max=50))
 
 
 class Token(Schema):

@@ -51,7 +51,7 @@ class RecordsQuery(Range):
     environment = fields.String(validate=validate.Length(max=32))
     status = fields.Integer()
     end_user = fields.String(validate=validate.Length(max=200))
-    cursor = fields.Integer(validate=validate.Range(min=1))
+    cursor = fields.Integer(validate=validate.Range(min=1, max=2**63 - 1))  # an SQL BIGINT id
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=usage.PAGE_LIMIT))
 
 
@@ -60,7 +60,9 @@ class EraseQuery(Schema):
 
 
 class StreamQuery(Schema):
-    since_id = fields.Integer(validate=validate.Range(min=0), metadata={"description": "Start after this id."})
+    since_id = fields.Integer(
+        validate=validate.Range(min=0, max=2**63 - 1), metadata={"description": "Start after this id."}
+    )
 
 
 class Bucket(Schema):
