@@ -69,7 +69,7 @@ def test_path_parameters_are_documented_slugs(spec):
         assert names == {part[1:-1] for part in path.split("/") if part.startswith("{")}, path
         for param in item.get("parameters", []):
             if param["name"] in ("org", "project", "name"):
-                assert param["schema"]["pattern"].startswith("^[a-z0-9]"), (path, param)
+                assert param["schema"]["pattern"].endswith("[a-z0-9](?:[a-z0-9.-]{0,61}[a-z0-9])?$"), (path, param)
 
 
 def test_every_reference_resolves(spec):
