@@ -58,6 +58,19 @@ def test_every_404_names_what_was_not_found(api, org, project, provider):
         assert "was found" in assert_error(api.delete(target), 404)["message"], target
 
 
+def test_writes_and_keys_in_a_missing_project_name_the_project(api, org):
+    missing = f"No project '{org}/web' was found."
+    put = api.put(f"/orgs/{org}/projects/web/providers/x", json={"template": "openai", "api_key": "k" * 20})
+    assert assert_error(put, 404)["message"] == missing
+    assert assert_error(api.get(f"/orgs/{org}/projects/web/jwks.json"), 404)["message"] == missing
+    issue = api.post(
+        f"/orgs/{org}/projects/web/tokens", json={"name": "t", "environment": "development", "expires_in": 60}
+    )
+    assert assert_error(issue, 404)["message"] == missing
+    assert assert_error(api.patch(f"/orgs/{org}/projects/web", json={"display_name": "x"}), 404)["message"] == missing
+    assert assert_error(api.delete(f"/orgs/{org}/projects/web/tokens/{'0' * 32}"), 404)["message"] == missing
+
+
 def test_a_404_never_echoes_a_token_put_where_an_id_goes(api, project, provider):
     value = issue_token(api, Project(*project.split("/")))["token"]
     response = api.get(f"{project_path(project)}/tokens/{value}")

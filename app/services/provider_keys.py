@@ -46,7 +46,11 @@ def put(vault: Vault, config: Config, actor: Actor, org: str, project: str, name
         }
         return stored, kv.write(client, KV, record(PROVIDERS, name), stored, cas=version)
 
-    stored, version = vault.project(org, project, write)
+    try:
+        stored, version = vault.project(org, project, write)
+    except NotFound:
+        projects.get(vault, org, project)  # Missing("org"/"project"): the only thing a write finds missing
+        raise
     changes.publish(vault, "provider-changed", org=org, project=project, provider=name)
     return _public(name, stored, version)
 

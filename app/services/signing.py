@@ -5,7 +5,9 @@ from __future__ import annotations
 from ..rules import tokens
 from ..vault import transit
 from ..vault.connection import Vault
+from ..vault.errors import NotFound
 from ..vault.layout import ADMIN_KEY, ADMIN_MOUNT, SIGNING_KEY, TRANSIT
+from . import projects
 from .actor import Actor
 
 
@@ -40,7 +42,11 @@ def project_public_keys(vault: Vault, org: str, project: str) -> dict[int, bytes
 def project_jwks(vault: Vault, actor: Actor, org: str, project: str) -> dict:
     """The JWKS of the public keys that verify the project's tokens."""
     actor.require("viewer", org)
-    keys = project_public_keys(vault, org, project)
+    try:
+        keys = project_public_keys(vault, org, project)
+    except NotFound:
+        projects.get(vault, org, project)  # Missing("org"/"project") when that is what is missing
+        raise
     return {"keys": [tokens.public_jwk(f"{org}/{project}/{v}", raw) for v, raw in sorted(keys.items())]}
 
 
