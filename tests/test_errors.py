@@ -207,3 +207,9 @@ def test_vault_unavailable_is_503_with_retry_after(api, make_app, tmp_path):
 def test_the_org_named_in_a_path_that_is_missing_is_named_first(api):
     org = unique("org")
     assert assert_error(api.get(f"/orgs/{org}/members"), 404)["message"] == f"No org '{org}' was found."
+
+
+def test_an_unknown_query_parameter_is_refused_by_name(api, org, project):
+    body = assert_error(api.delete(f"/orgs/{org}?cascde=true"), 422)
+    assert "cascde" in body["errors"]["query"]
+    assert api.get(project_path(project)).status_code == 200  # nothing deleted

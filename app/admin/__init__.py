@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask import request
-from flask_smorest import Api
+from flask_smorest import Api, Blueprint
 from werkzeug.routing import BaseConverter, ValidationError
 
 from .. import docs
@@ -13,6 +13,11 @@ from . import audit, members, orgs, projects, providers, tokens, usage
 from .auth import authenticate
 from .openapi import make_api
 from .schemas import SLUG_DOC
+
+# Unknown query parameters are refused (422 naming them) as unknown body fields are, rather than
+# ignored: a misspelt `?cascade=true` or `?limt=` must not pass unnoticed. `None`: each schema's
+# own `unknown`, marshmallow's RAISE unless a schema says otherwise.
+Blueprint.ARGUMENTS_PARSER.unknown = None
 
 BLUEPRINTS = (orgs.blp, members.blp, projects.blp, providers.blp, tokens.blp, audit.blp, usage.blp)
 
