@@ -275,3 +275,11 @@ def test_secrets_never_appear_in_answers(client, trusted, idp):
     text = response.get_data(as_text=True)
     assert FAKE_KEY not in text and "kv/" not in text and "transit" not in text
     assert base64  # the module is used by the helpers above
+
+
+def test_the_jwks_fetch_passes_the_address_guard_at_use(make_app, trusted, idp):
+    strict = make_app(JETPERO_ALLOW_PRIVATE_UPSTREAMS="false")  # the IdP was stored while allowed
+    hits = idp.jwks_hits
+    response = strict.test_client().post(f"/exchange/{trusted}", json={"token": idp.sign({})})
+    assert response.status_code == 503 and "JWKS" in response.json["message"]
+    assert idp.jwks_hits == hits  # the guard closed the connection before a byte was sent
