@@ -229,6 +229,11 @@ def test_floods_naming_unknown_projects_cost_a_bounded_number_of_vault_calls(app
     time.sleep(1.1)  # the bound's window passes before the next test
 
 
+@pytest.mark.parametrize("body", [b"[" * 8000 + b"]" * 8000, b'{"token": ' + b"[" * 8000 + b"]" * 8000 + b"}", b"\xff{"])
+def test_a_bad_body_is_the_uniform_401(client, trusted, body):
+    assert_uniform_401(client.post(f"/exchange/{trusted}", data=body, content_type="application/json"))
+
+
 def test_a_body_above_the_limit_is_413(client, trusted):
     response = client.post(f"/exchange/{trusted}", data=b"{" + b" " * 20000 + b"}", content_type="application/json")
     assert response.status_code == 413

@@ -80,6 +80,10 @@ def exchange(org: str, project: str):
         return response
     token = _bearer() or _body().get("token")
     name, idp, verified = exchanger.verify(trust, token)
+    if not worker.fresh():  # a worker behind the change feed might still trust a deleted IdP
+        worker.sync_now()
+        if exchanger.trust(worker, org, project)["idps"].get(name, {}).get("id") != idp["id"]:
+            raise InvalidToken("identity provider changed")
     user = verified[idp["user_claim"]]
     claims = end_user_claims(exchanger.config, org, project, name, idp, user)
     value = exchanger.sign(worker, org, project, claims)
