@@ -20,7 +20,7 @@ ALGORITHMS = ("RS256", "ES256", "EdDSA")
 AUDIENCE = "jetpero-test-app"
 
 
-def _generate(alg: str):
+def generate_key(alg: str):
     if alg == "RS256":
         return RSAKey.generate_key(2048)
     if alg == "ES256":
@@ -35,7 +35,7 @@ class TestIdp:
     __test__ = False  # not a test class
 
     def __init__(self, issuer: str | None = None):
-        self.keys = {alg: _generate(alg) for alg in ALGORITHMS}
+        self.keys = {alg: generate_key(alg) for alg in ALGORITHMS}
         self.jwks_hits = 0
         idp = self
 

@@ -3,16 +3,19 @@ every JWT attack against it (a uniform 401, no outbound fetch, no Vault call).""
 
 from __future__ import annotations
 
-import base64
+import hashlib
+import hmac
 import json
 import time
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
 from joserfc import jws
 from joserfc.jwk import OKPKey
 
-from tests.exchange_idp import ALGORITHMS, Listener, TestIdp, VaultCalls, trust
-from tests.helpers import FAKE_KEY, b64, b64json, bearer, parts
+from tests.exchange_idp import ALGORITHMS, Listener, TestIdp, VaultCalls, generate_key, trust
+from tests.helpers import FAKE_KEY, Project, b64, b64json, bearer, parts, put_provider
 
 ORIGIN = "https://app.example.com"  # the `project` fixture's allowed origin
 
@@ -82,9 +85,6 @@ def _hs256_with_public_key(idp: TestIdp, form: str) -> str:
     }[form]
     header = {"alg": "HS256", "kid": "RS256", "typ": "JWT"}
     signing_input = f"{b64json(header)}.{b64json(idp.claims())}"
-    import hashlib
-    import hmac
-
     return f"{signing_input}.{b64(hmac.new(raw, signing_input.encode(), hashlib.sha256).digest())}"
 
 
@@ -124,7 +124,7 @@ ATTACKS = {
     "no exp": lambda idp: idp.sign({"exp": None}),
     "future nbf": lambda idp: idp.sign({"nbf": int(time.time()) + 3600}),
     "future iat": lambda idp: idp.sign({"iat": int(time.time()) + 3600}),
-    "wrong key for kid": lambda idp: idp.sign({}, "RS256", key=TestIdp.__new__(TestIdp) and _other_rsa()),
+    "wrong key for kid": lambda idp: idp.sign({}, "RS256", key=generate_key("RS256")),
     "es256 signed under the rsa kid": lambda idp: idp.sign({}, "ES256", kid="RS256"),
     "unknown crit": lambda idp: _forged_rs256(idp, {"alg": "RS256", "kid": "RS256", "crit": ["x-bind"], "x-bind": 1}),
     "kid path traversal": lambda idp: _forged_rs256(idp, {"alg": "RS256", "kid": "../../etc/passwd"}),
@@ -142,18 +142,9 @@ ATTACKS = {
 
 def _forged_rs256(idp: TestIdp, header: dict) -> str:
     """Validly signed by the IdP's RSA key, with exactly this header."""
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import padding
-
     signing_input = f"{b64json(header)}.{b64json(idp.claims())}".encode()
     signature = idp.keys["RS256"].private_key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
     return f"{signing_input.decode()}.{b64(signature)}"
-
-
-def _other_rsa():
-    from joserfc.jwk import RSAKey
-
-    return RSAKey.generate_key(2048)
 
 
 @pytest.mark.parametrize("attack", ATTACKS)
@@ -209,7 +200,7 @@ def test_a_new_key_is_picked_up_on_its_first_unknown_kid(app, client, api, proje
         extension = app.extensions["jetpero.exchange"].key_sets
         for ident in list(extension._sets):  # the last fetch "a minute ago"
             extension._sets[ident] = (extension._sets[ident][0], extension._sets[ident][1] - 61)
-        rotating.keys["RS256-2"] = _other_rsa()
+        rotating.keys["RS256-2"] = generate_key("RS256")
         token = jws.serialize_compact(
             {"alg": "RS256", "kid": "RS256-2"}, json.dumps(rotating.claims()).encode(), rotating.keys["RS256-2"]
         )
@@ -264,8 +255,6 @@ def test_a_project_without_identity_providers_exchanges_nothing(client, project,
 
 
 def test_the_policy_scope_binds_the_token(app, client, api, project, provider, idp, upstream):
-    from tests.helpers import Project, put_provider
-
     org, slug = project.split("/")
     put_provider(api, Project(org, slug), "anthropic", template="anthropic", api_key=FAKE_KEY, base_url=upstream.url)
     assert trust(app, api, project, idp, policy={"scope": ["anthropic"]}).status_code == 200
@@ -279,7 +268,6 @@ def test_secrets_never_appear_in_answers(client, trusted, idp):
     response = exchange(client, trusted, idp.sign({}))
     text = response.get_data(as_text=True)
     assert FAKE_KEY not in text and "kv/" not in text and "transit" not in text
-    assert base64  # the module is used by the helpers above
 
 
 def test_the_jwks_fetch_passes_the_address_guard_at_use(make_app, trusted, idp):
@@ -288,3 +276,19 @@ def test_the_jwks_fetch_passes_the_address_guard_at_use(make_app, trusted, idp):
     response = strict.test_client().post(f"/exchange/{trusted}", json={"token": idp.sign({})})
     assert response.status_code == 503 and "JWKS" in response.json["message"]
     assert idp.jwks_hits == hits  # the guard closed the connection before a byte was sent
+
+
+PER_ALGORITHM = {
+    "wrong issuer": lambda idp, alg: idp.sign({"iss": "https://evil.example/"}, alg),
+    "wrong audience": lambda idp, alg: idp.sign({"aud": "another-app"}, alg),
+    "expired": lambda idp, alg: idp.sign({"exp": int(time.time()) - 1}, alg),
+    "future nbf": lambda idp, alg: idp.sign({"nbf": int(time.time()) + 3600}, alg),
+    "signed by a stranger's key": lambda idp, alg: idp.sign({}, alg, key=generate_key(alg)),
+    "another algorithm's kid": lambda idp, alg: idp.sign({}, alg, kid=next(a for a in ALGORITHMS if a != alg)),
+}
+
+
+@pytest.mark.parametrize("alg", ALGORITHMS)
+@pytest.mark.parametrize("attack", PER_ALGORITHM)
+def test_claim_and_key_attacks_fail_with_every_algorithm(client, trusted, idp, alg, attack):
+    assert_uniform_401(exchange(client, trusted, PER_ALGORITHM[attack](idp, alg)))
