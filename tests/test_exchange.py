@@ -292,3 +292,19 @@ PER_ALGORITHM = {
 @pytest.mark.parametrize("attack", PER_ALGORITHM)
 def test_claim_and_key_attacks_fail_with_every_algorithm(client, trusted, idp, alg, attack):
     assert_uniform_401(exchange(client, trusted, PER_ALGORITHM[attack](idp, alg)))
+
+
+@pytest.mark.parametrize(
+    "document",
+    [{"keys": [], "padding": "x" * 70000}, {"keys": "nope"}, {"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "RS256"}]}],
+)
+def test_a_bad_jwks_document_refuses_the_exchange_cleanly(app, client, api, project, provider, document):
+    bad = TestIdp()
+    try:
+        bad.jwks = lambda: document
+        assert trust(app, api, project, bad).status_code == 200
+        response = exchange(client, project, bad.sign({}))
+        assert response.status_code in (401, 503), response.json  # never a 500; a symmetric key is never used
+        assert "token" not in response.json
+    finally:
+        bad.stop()
