@@ -95,6 +95,14 @@ class Config:
         _positive_int,
         "Longest project-token lifetime in seconds (90 days).",
     )
+    JETPERO_MAX_END_USER_TTL: int = setting(
+        "3600",
+        _positive_int,
+        "Longest lifetime in seconds of an exchanged or child end-user token.",
+    )
+    JETPERO_JWKS_TIMEOUT: float = setting(
+        "5", _positive_float, "Seconds to fetch an identity provider's JWKS (connect and read each)."
+    )
     JETPERO_ADMIN_TOKEN_TTL: int = setting(
         "2592000",
         _positive_int,

@@ -9,6 +9,9 @@ from config import Config
 
 from . import cli, errors, health, observability
 from .admin import init_api
+from .exchange import EXTENSION as EXCHANGE
+from .exchange import Exchanger
+from .exchange import bp as exchange_bp
 from .proxy.call import concerns_for
 from .proxy.upstream import Upstream
 from .proxy.views import CONCERNS, UPSTREAM
@@ -34,6 +37,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.extensions["jetpero"] = worker
     upstream = app.extensions[UPSTREAM] = Upstream(config)
     app.extensions[CONCERNS] = concerns_for(config)
+    app.extensions[EXCHANGE] = Exchanger(config)
     worker.on_stop.append(upstream.stop)
 
     vault.observer = observability.vault_observer
@@ -53,6 +57,7 @@ def create_app(config: Config | None = None) -> Flask:
     init_api(app)
     errors.register(app)  # after flask-smorest, whose own HTTPException handler it replaces
     app.register_blueprint(proxy_bp)
+    app.register_blueprint(exchange_bp)
     app.register_blueprint(health.bp)
     cli.register(app)
     return app

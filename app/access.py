@@ -12,7 +12,7 @@ import re
 from .rules import roles, tokens
 from .rules.slugs import SLUG_PATTERN
 from .rules.tokens import ENVIRONMENTS
-from .services import members, project_tokens, signing
+from .services import identity_providers, members, project_tokens, signing
 from .state import Worker
 from .vault.errors import NotFound
 
@@ -51,8 +51,10 @@ def _verify_project_token(worker: Worker, token: str) -> dict:
         raise tokens.InvalidToken("subject")
     if claims.get("env") not in ENVIRONMENTS or not isinstance(claims.get("scope"), str):
         raise tokens.InvalidToken("claims")
-    try:
-        record = project_tokens.get(worker.vault, org, project, claims["jti"])
+    if "idp" in claims:
+        return _exchanged_token(worker, org, project, claims)
+    try:  # a child token (`parent`) stands or falls with its parent's record
+        record = project_tokens.get(worker.vault, org, project, claims.get("parent", claims["jti"]))
     except NotFound:
         raise tokens.InvalidToken("unknown token") from None
     if record["revoked_at"]:
@@ -64,6 +66,21 @@ def _verify_project_token(worker: Worker, token: str) -> dict:
         "providers": frozenset(claims["scope"].split()),
         "origins": record["allowed_origins"] or None,
     }
+
+
+def _exchanged_token(worker: Worker, org: str, project: str, claims: dict) -> dict:
+    """An end-user token from the exchange: stateless, it stands while the IdP whose JWT it was
+    minted from is still trusted (same `idp_id`) and its scope within that IdP's policy."""
+    key = (org, project)
+    trust = worker.identity_providers.get_or_load(key, identity_providers.trusted, worker.vault, *key)
+    idp = trust["idps"].get(claims["idp"])
+    if idp is None or idp["id"] != claims.get("idp_id") or not isinstance(claims.get("end_user"), str):
+        raise tokens.InvalidToken("identity provider no longer trusted")
+    providers = frozenset(claims["scope"].split())
+    allowed = set(idp["policy"]["scope"])
+    if "*" not in allowed and not providers <= allowed:
+        raise tokens.InvalidToken("scope beyond the end-user policy")
+    return {**claims, "org": org, "project": project, "providers": providers, "origins": None}
 
 
 def admin_token(worker: Worker, token: str) -> dict:

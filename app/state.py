@@ -145,6 +145,8 @@ class Worker:
         self.public_keys = Cache("public_keys")
         self.provider_keys = Cache("provider_keys")
         self.projects = Cache("projects")
+        # (org, project) -> what end-user tokens rest on: origins and trusted IdPs
+        self.identity_providers = Cache("identity_providers", expiry=itemgetter("until"))
         self.on_tick: list = []  # called after each poll (e.g. flushing buffered logs)
         self.on_start: list = []  # called once when the worker starts (after the fork)
         self.on_stop: list = []  # called when it stops
@@ -205,7 +207,14 @@ class Worker:
             self._thread.join(timeout=5)
 
     def caches(self) -> tuple[Cache, ...]:
-        return (self.project_tokens, self.admin_tokens, self.public_keys, self.provider_keys, self.projects)
+        return (
+            self.project_tokens,
+            self.admin_tokens,
+            self.public_keys,
+            self.provider_keys,
+            self.projects,
+            self.identity_providers,
+        )
 
     def report_caches(self, report) -> None:
         """Hand each cache's hit and miss counts since the last call to `report(name, hits, misses)`."""
@@ -224,17 +233,22 @@ class Worker:
         def in_project(value: dict) -> bool:
             return value.get("org") == org and (project is None or value.get("project") == project)
 
-        if kind == "token-revoked":
-            self.project_tokens.evict(lambda _, v: v["jti"] == event.get("token"))
+        if kind == "token-revoked":  # the token and the child tokens minted from it
+            self.project_tokens.evict(lambda _, v: event.get("token") in (v["jti"], v.get("parent")))
+        elif kind == "identity-provider-changed":  # and the end-user tokens minted from its JWTs
+            self.identity_providers.pop((org, project), None)
+            self.project_tokens.evict(lambda _, v: in_project(v) and v.get("idp") == event.get("idp"))
         elif kind == "provider-changed":
             self.provider_keys.pop((org, project, event.get("provider")), None)
         elif kind == "project-updated":
             self.projects.pop((org, project), None)
+            self.identity_providers.pop((org, project), None)
             self.project_tokens.evict(lambda _, v: in_project(v))
         elif kind in ("project-deleted", "org-deleted"):
             self.project_tokens.evict(lambda _, v: in_project(v))
             self.provider_keys.evict(lambda k, _: k[0] == org and (project is None or k[1] == project))
             self.projects.evict(lambda k, _: k[0] == org and (project is None or k[1] == project))
+            self.identity_providers.evict(lambda k, _: k[0] == org and (project is None or k[1] == project))
             prefix = f"{org}/{project}/" if project else f"{org}/"
             self.public_keys.evict(lambda k, _: k.startswith(prefix))
             self.admin_tokens.evict(lambda _, v: kind == "org-deleted" and v.get("org") == org)

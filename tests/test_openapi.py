@@ -19,6 +19,8 @@ EXPECTED = {
     f"{P}/tokens": {"get", "post"},
     f"{P}/tokens/{{token_id}}": {"get", "delete"},
     f"{P}/jwks.json": {"get"},
+    f"{P}/identity-providers": {"get"},
+    f"{P}/identity-providers/{{name}}": {"put", "get", "delete"},
     "/api/v1/audit": {"get"},
     "/api/v1/audit/verify": {"get"},
     "/api/v1/orgs/{org}/audit": {"get"},

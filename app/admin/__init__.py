@@ -9,7 +9,7 @@ from werkzeug.routing import BaseConverter, ValidationError
 from .. import docs
 from ..errors import ApiError
 from ..rules.slugs import SLUG_PATTERN, is_slug
-from . import audit, members, orgs, projects, providers, tokens, usage
+from . import audit, identity_providers, members, orgs, projects, providers, tokens, usage
 from .auth import authenticate
 from .openapi import make_api
 from .schemas import SLUG_DOC
@@ -19,7 +19,16 @@ from .schemas import SLUG_DOC
 # own `unknown`, marshmallow's RAISE unless a schema says otherwise.
 Blueprint.ARGUMENTS_PARSER.unknown = None
 
-BLUEPRINTS = (orgs.blp, members.blp, projects.blp, providers.blp, tokens.blp, audit.blp, usage.blp)
+BLUEPRINTS = (
+    orgs.blp,
+    members.blp,
+    projects.blp,
+    providers.blp,
+    tokens.blp,
+    identity_providers.blp,
+    audit.blp,
+    usage.blp,
+)
 
 
 def require_json() -> None:

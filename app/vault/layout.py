@@ -21,7 +21,7 @@ ORG_MOUNT = "jetpero"  # KV v2: members, project registry
 
 # Project namespace `<org>/<project>`.
 TRANSIT = "transit"
-KV = "kv"  # KV v2: provider records and token records
+KV = "kv"  # KV v2: provider records, token records, identity providers
 ENCRYPTION_KEY = "provider-keys"
 SIGNING_KEY = "token-signing"
 POLICY = "jetpero-project"
@@ -34,6 +34,7 @@ MEMBERS = "members"  # in ORG_MOUNT
 PROJECTS = "projects"  # in ORG_MOUNT
 PROVIDERS = "providers"  # in KV
 TOKENS = "tokens"  # in KV
+IDPS = "idps"  # in KV: trusted identity providers and their end-user policies
 
 
 def record(folder: str, name: str) -> str:
