@@ -3,7 +3,6 @@ for usage), upstream `Connection`-named headers stay hop-by-hop, and request bod
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 import time
@@ -74,7 +73,9 @@ def test_an_admin_body_over_the_limit_is_a_413_in_the_one_shape(api, org):
 def test_a_deeply_nested_answer_is_relayed_and_metered_as_no_usage(client, proj, api, raw, caplog):
     deep = b'{"model": "m", "usage": ' + b"[" * DEEP + b"]" * DEEP + b"}"
     sse = b"data: " + deep + b"\n\ndata: [DONE]\n\n"
-    json_up = raw(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(deep), deep))
+    json_up = raw(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(deep), deep)
+    )
     sse_up = raw(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n" + sse)
     put_provider(api, proj, "openai", template="openai", api_key=FAKE_KEY, base_url=json_up.url)
     put_provider(api, proj, "mistral", template="mistral", api_key=FAKE_KEY, base_url=sse_up.url)
@@ -111,7 +112,9 @@ def test_headers_the_upstream_names_in_connection_do_not_reach_the_client(client
 # --------------------------------------------------------------------------- 7. body limit
 
 
-def test_a_declared_body_over_the_limit_is_a_413_at_once_and_nothing_is_sent(make_app, provider, project_token, upstream):
+def test_a_declared_body_over_the_limit_is_a_413_at_once_and_nothing_is_sent(
+    make_app, provider, project_token, upstream
+):
     app = make_app(JETPERO_MAX_REQUEST_BYTES=1000)
     live = LiveServer(app)
     try:
@@ -146,7 +149,8 @@ def test_a_chunked_body_growing_past_the_limit_is_a_413_and_the_providers_reques
         host, port = live.url.rsplit("/", 1)[1].split(":")
         with socket.create_connection((host, int(port)), timeout=10) as sock:
             sock.sendall(
-                b"POST /proxy/openai/v1/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + project_token.encode()
+                b"POST /proxy/openai/v1/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                + project_token.encode()
                 + b"\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
             )
             piece = b"%x\r\n%s\r\n" % (50_000, b"b" * 50_000)
