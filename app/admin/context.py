@@ -15,3 +15,4 @@ def vault() -> Vault:
 
 def config() -> Config:
     return current_app.extensions["jetpero"].config
+

@@ -26,3 +26,4 @@ def slug_error(value: str) -> str | None:
 
 def is_slug(value: str) -> bool:
     return slug_error(value) is None
+

@@ -32,7 +32,9 @@ def _public(token_id: str, data: dict) -> dict:
     return {"id": token_id, **{field: data.get(field) for field in PUBLIC_FIELDS}}
 
 
-def _checked(vault: Vault, config: Config, org: str, project: str, data: dict) -> tuple[list[str], list[str] | None]:
+def _checked(
+    vault: Vault, config: Config, org: str, project: str, data: dict
+) -> tuple[list[str], list[str] | None]:
     """(scope, origins) once every rule holds: lifetime, known providers, origins of the project."""
     if data["expires_in"] > config.JETPERO_MAX_TOKEN_TTL:
         raise Invalid(f"expires_in is above the maximum of {config.JETPERO_MAX_TOKEN_TTL} seconds.")
