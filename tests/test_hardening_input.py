@@ -10,6 +10,7 @@ import time
 import pytest
 
 from app.json_guard import MAX_ADMIN_BYTES
+from app.rules.usage import UsageMeter
 from tests.checks import assert_error
 from tests.helpers import FAKE_KEY, Project, assert_uniform_401, b64, bearer, put_provider
 from tests.servers import LiveServer, RawUpstream
@@ -88,6 +89,19 @@ def test_a_deeply_nested_answer_is_relayed_and_metered_as_no_usage(client, proj,
         assert response.status_code == 200
         assert response.get_data() == expected
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+@pytest.mark.parametrize("depth", [900, DEEP])  # parsed but deep enough to recurse; past the parser's limit
+def test_the_usage_meters_read_deeply_nested_answers_as_no_usage(depth):
+    deep = b"[" * depth + b'{"model": "m", "usage": {"prompt_tokens": 1}}' + b"]" * depth
+    for template in ("openai", "anthropic", "gemini"):
+        plain = UsageMeter.for_template(template, "application/json")
+        plain.feed(deep)
+        stream = UsageMeter.for_template(template, "text/event-stream")
+        stream.feed(b"data: " + deep + b"\n\n")
+        for meter in (plain, stream):
+            found = meter.result()  # never raises
+            assert found is None or found["prompt_tokens"] in (1, None)
 
 
 # --------------------------------------------------------------------------- 5. Connection-named
