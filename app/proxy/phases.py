@@ -123,10 +123,11 @@ def forward(call: Call, upstream: Upstream) -> None:
         raise ApiError(400, "The path cannot be forwarded.") from None
     headers = request_headers(call.environ, extra_drop=record.get("auth_name"))
     url = inject(headers, url, record, call.key)
-    body, chunked = _body(call, upstream)
-    if body is not None and not chunked:
-        headers["Content-Length"] = str(call.request.content_length)
+    body, length = _body(call, upstream)
+    if length is not None:
+        headers["Content-Length"] = str(length)
     call.sent = time.monotonic()
+    chunked = body is not None and length is None
     answer = call.answer = upstream.send(call.method, url, body=body, headers=headers, chunked=chunked)
     call.upstream_ms = call.environ[observability.ENTRY]["upstream_ms"] = (time.monotonic() - call.sent) * 1000
     call.status = answer.status
@@ -135,23 +136,25 @@ def forward(call: Call, upstream: Upstream) -> None:
 
 
 def _body(call: Call, upstream: Upstream):
-    """The request body as urllib3 should send it: None, bytes (small), or chunks read as urllib3
-    sends them (`_upload`)."""
+    """(body, Content-Length) as urllib3 should send them: (None, None), (bytes, n) for a small
+    body, else chunks read as urllib3 sends them (`_upload`), with their length if declared."""
     req = call.request
     length = req.content_length
-    if length is not None and length <= SMALL_BODY:  # one send with the headers instead of two
+    if length is not None:
         call.bytes_in = length
-        return (req.stream.read(length) if length else None), False
-    chunked = length is None
-    if chunked and call.environ.get("HTTP_TRANSFER_ENCODING", "").lower() != "chunked":
-        return None, False
-    return _upload(call, upstream, req.stream), chunked
+        if length <= SMALL_BODY:  # one send with the headers instead of two
+            return (req.stream.read(length) if length else None), (length or None)
+        return _upload(call, upstream, req.stream, counted=False), length
+    if call.environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
+        return _upload(call, upstream, req.stream, counted=True), None
+    return None, None
 
 
-def _upload(call: Call, upstream: Upstream, stream):
+def _upload(call: Call, upstream: Upstream, stream, *, counted: bool):
     """The client's body as it arrives, under the call's deadline and the read timeout (a silent
     client's socket is shut by the silence sweep) and the size limit. Raising here leaves the
-    provider's request unfinished: urllib3 closes that connection before the body's end."""
+    provider's request unfinished: urllib3 closes that connection before the body's end.
+    `counted`: add up `call.bytes_in` (a chunked body; a declared length is set already)."""
     limit = call.request.max_content_length
     deadline = call.sent + upstream.deadline
     sock = call.environ.get("gunicorn.socket") or call.environ.get("werkzeug.socket")
@@ -175,7 +178,8 @@ def _upload(call: Call, upstream: Upstream, stream):
                 watch.since = None
             if not chunk:
                 return
-            call.bytes_in += len(chunk)
+            if counted:
+                call.bytes_in += len(chunk)
             if call.bytes_in > limit:
                 raise ApiError(413, TOO_LARGE.format(limit=limit))
             yield chunk
