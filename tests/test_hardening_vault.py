@@ -12,6 +12,7 @@ from app.rules import tokens
 from tests.helpers import assert_uniform_401, b64, b64json, bearer
 
 FLOOD = 100  # forged tokens of each kind
+CALLS_PER_MISS = 3  # Vault calls one load of an unknown project's key set makes, at most
 
 
 @pytest.fixture
@@ -49,7 +50,7 @@ def test_a_flood_of_forged_kids_costs_a_small_bounded_number_of_vault_calls(coun
         + [f"{org}/{slug}/1"] * FLOOD  # the real key, a forged signature
         + ["ghost-org-0/p/1"] * FLOOD  # the same unknown kid again and again
     )
-    statuses = set()
+    statuses, started = set(), time.monotonic()
     for kid in kids:
         response = client.get("/proxy/openai/v1/models", headers=bearer(_forged(kid)))
         statuses.add(response.status_code)
@@ -58,8 +59,13 @@ def test_a_flood_of_forged_kids_costs_a_small_bounded_number_of_vault_calls(coun
         else:
             assert response.status_code == 503 and response.headers["Retry-After"]
     assert statuses <= {401, 503}
-    flood_calls = len(calls) - before
-    assert flood_calls <= 30, f"{len(kids)} forged tokens made {flood_calls} Vault calls"
+    flood_calls, elapsed = len(calls) - before, time.monotonic() - started
+    # At most the worker's miss budget (a burst, then a small rate), each miss a few Vault calls:
+    # however many tokens, not one call per token.
+    budget = app.extensions["jetpero"].budget
+    bound = CALLS_PER_MISS * (budget.total_burst + budget.total_rate * elapsed)
+    assert flood_calls <= bound, f"{len(kids)} forged tokens made {flood_calls} Vault calls in {elapsed:.1f} s"
+    assert flood_calls < len(kids) / 10
     # the real token still works, without Vault (its key and record are cached)
     assert client.get("/proxy/openai/v1/models", headers=bearer(project_token)).status_code == 200
 
