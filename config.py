@@ -130,6 +130,12 @@ class Config:
         _positive_float,
         "Longest total duration in seconds of one proxied call, streams included.",
     )
+    JETPERO_MAX_REQUEST_BYTES: int = setting(
+        "33554432",
+        _positive_int,
+        "Largest request body in bytes the proxy forwards (32 MiB): a larger declared one is answered 413"
+        " at once, a chunked one growing past it is cut (the provider's request aborted).",
+    )
     JETPERO_UPSTREAM_CA_BUNDLE: str = setting("", _str, "CA bundle for provider TLS (empty: certifi's).")
     JETPERO_METRICS_TOKEN: str = setting("", _str, "Bearer token that /metrics requires; empty: /metrics is off (404).")
     JETPERO_DATABASE_URL: str = setting(

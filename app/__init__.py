@@ -7,8 +7,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Config
 
-from . import cli, errors, health, observability
-from .admin import init_api
+from . import cli, errors, health, json_guard, observability
+from .admin import BLUEPRINTS, init_api
 from .exchange import EXTENSION as EXCHANGE
 from .exchange import Exchanger
 from .exchange import bp as exchange_bp
@@ -55,6 +55,7 @@ def create_app(config: Config | None = None) -> Flask:
     if proxies := config.JETPERO_TRUSTED_PROXIES:  # outermost: the request line logs the derived client IP
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
     init_api(app)
+    json_guard.init_app(app, BLUEPRINTS)  # after the blueprints' own hooks (authentication)
     errors.register(app)  # after flask-smorest, whose own HTTPException handler it replaces
     app.register_blueprint(proxy_bp)
     app.register_blueprint(exchange_bp)

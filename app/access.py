@@ -2,7 +2,10 @@
 
 A token's first use on a worker costs Vault round trips (its public key if not cached, and
 its record: does it still exist, is it revoked, does its member still exist). After that it is
-a dict lookup until it expires or the change feed evicts it.
+a dict lookup until it expires or the change feed evicts it. What Vault said is not there is
+remembered (`worker.absent`) and the loads a token can cause before its signature is checked
+are capped (`worker.budget`): no anonymous caller can make a worker call Vault at will
+(`app/negative.py`). Any failure to parse a token is the same 401 (`InvalidToken`).
 """
 
 from __future__ import annotations
@@ -20,16 +23,24 @@ _PROJECT_KID = re.compile(rf"({SLUG_PATTERN})/({SLUG_PATTERN})/([1-9][0-9]{{0,5}
 _ADMIN_KID = re.compile(r"admin/([1-9][0-9]{0,5})")
 _MEMBER_SUB = re.compile(rf"member:({SLUG_PATTERN}):([0-9a-f]{{16}})")
 _OPERATOR_SUB = re.compile(r"operator:([0-9a-f]{16})")
+ADMIN_SCOPE = ("admin", None)  # the admin key set's scope in `worker.absent` and `worker.budget`
 
 
-def _public_key(kid: str, load, *args) -> object:
-    """The public key `kid` names, from the key set `load(*args)` reads (InvalidToken if not there)."""
+def _public_key(worker: Worker, kid: str, scope: tuple, load, *args) -> object:
+    """The public key `kid` names, from the key set `load(*args)` reads (InvalidToken if not there):
+    loaded only if Vault has not just said it is absent and the scope's budget allows."""
+    if kid in worker.absent or scope in worker.absent:
+        raise tokens.InvalidToken("unknown key")
+    worker.budget.spend(scope)
     try:
         raw = load(*args).get(int(kid.rsplit("/", 1)[1]))
     except NotFound:
-        raw = None
+        worker.absent.add(scope, scope)  # no such project (or key set)
+        raise tokens.InvalidToken("unknown key") from None
     if raw is None:
+        worker.absent.add(kid, scope)  # no such version (yet: a rotation clears it)
         raise tokens.InvalidToken("unknown key")
+    worker.budget.refund(scope)
     return tokens.okp_key(raw)
 
 
@@ -45,7 +56,10 @@ def _verify_project_token(worker: Worker, token: str) -> dict:
     if not match:
         raise tokens.InvalidToken("kid")
     org, project, _ = match.groups()
-    key = worker.public_keys.get_or_load(kid, _public_key, kid, signing.project_public_keys, worker.vault, org, project)
+    scope = (org, project)
+    key = worker.public_keys.get_or_load(
+        kid, _public_key, worker, kid, scope, signing.project_public_keys, worker.vault, org, project
+    )
     claims = tokens.verify(token, key=key, audience=tokens.PROXY_AUDIENCE, issuer=worker.config.JETPERO_ISSUER)
     if claims["sub"] != f"{org}/{project}":
         raise tokens.InvalidToken("subject")
@@ -53,11 +67,17 @@ def _verify_project_token(worker: Worker, token: str) -> dict:
         raise tokens.InvalidToken("claims")
     if "idp" in claims:
         return _exchanged_token(worker, org, project, claims)
-    try:  # a child token (`parent`) stands or falls with its parent's record
-        record = project_tokens.get(worker.vault, org, project, claims.get("parent", claims["jti"]))
+    record_id = claims.get("parent", claims["jti"])  # a child token stands or falls with its parent's record
+    dead = f"{org}/{project}:{record_id}"
+    if dead in worker.absent:
+        raise tokens.InvalidToken("unknown or revoked token")
+    try:
+        record = project_tokens.get(worker.vault, org, project, record_id)
     except NotFound:
+        worker.absent.add(dead, scope)
         raise tokens.InvalidToken("unknown token") from None
     if record["revoked_at"]:
+        worker.absent.add(dead, scope)
         raise tokens.InvalidToken("revoked")
     return {
         **claims,
@@ -92,10 +112,16 @@ def _verify_admin_token(worker: Worker, token: str) -> dict:
     kid = tokens.unverified_header(token)["kid"]
     if not _ADMIN_KID.fullmatch(kid):
         raise tokens.InvalidToken("kid")
-    key = worker.public_keys.get_or_load(kid, _public_key, kid, signing.admin_public_keys, worker.vault)
+    key = worker.public_keys.get_or_load(
+        kid, _public_key, worker, kid, ADMIN_SCOPE, signing.admin_public_keys, worker.vault
+    )
     claims = tokens.verify(token, key=key, audience=tokens.ADMIN_AUDIENCE, issuer=worker.config.JETPERO_ISSUER)
     operator = _OPERATOR_SUB.fullmatch(claims["sub"])
     member = _MEMBER_SUB.fullmatch(claims["sub"])
+    scope = (member.group(1), None) if member else ADMIN_SCOPE
+    dead = f"admin:{claims['jti']}"
+    if dead in worker.absent:
+        raise tokens.InvalidToken("unknown principal")
     try:
         if operator and claims.get("role") == "operator":
             members.get_operator(worker.vault, operator.group(1))
@@ -108,5 +134,6 @@ def _verify_admin_token(worker: Worker, token: str) -> dict:
         else:
             raise tokens.InvalidToken("subject")
     except NotFound:
+        worker.absent.add(dead, scope)
         raise tokens.InvalidToken("unknown principal") from None
     return verified

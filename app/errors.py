@@ -15,6 +15,7 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from . import observability
+from .negative import Throttled
 from .proxy.upstream import UpstreamBlocked, UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from .rules.tokens import InvalidToken
 from .services.audit import AuditUnavailable
@@ -28,6 +29,7 @@ RETRY_AFTER = "5"
 
 # service error -> (status, message)
 TABLE: dict[type[Exception], tuple[int, str]] = {
+    Throttled: (503, "Too many requests with unknown token keys right now; retry later."),
     AuditUnavailable: (503, "The audit trail cannot be written, so nothing was changed; retry later."),
     StoreUnavailable: (503, "The database is unavailable; retry later."),
     NotFound: (404, "Not found: check the names in the path."),

@@ -15,13 +15,15 @@ from collections.abc import Callable
 from operator import itemgetter
 from typing import Any
 
+from .negative import Absent, Budget
 from .services import changes
 from .vault.connection import Vault
-from .vault.errors import VaultError
+from .vault.errors import Unavailable, VaultError
 
 log = logging.getLogger("jetpero.sync")
 
 MAX_ENTRIES = 50_000  # per cache; a full cache is emptied (re-filled from Vault on demand)
+SYNC_PAUSE = 0.25  # seconds after a failed on-demand sync before a request may try again
 
 
 class _Flight:
@@ -145,6 +147,8 @@ class Worker:
         self.public_keys = Cache("public_keys")
         self.provider_keys = Cache("provider_keys")
         self.projects = Cache("projects")
+        self.absent = Absent()  # what Vault said is not there (unknown kids, dead token ids)
+        self.budget = Budget()  # Vault loads that tokens not yet verified may cause
         # (org, project) -> what end-user tokens rest on: origins and trusted IdPs
         self.identity_providers = Cache("identity_providers", expiry=itemgetter("until"))
         self.on_tick: list = []  # called after each poll (e.g. flushing buffered logs)
@@ -152,7 +156,7 @@ class Worker:
         self.on_stop: list = []  # called when it stops
         self.readiness: tuple[float, dict] | None = None  # (when, body) of the last /readyz check
         self._seq: int | None = None
-        self._last_sync = float("-inf")
+        self._last_sync = self._last_try = float("-inf")
         self._sync_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -177,8 +181,12 @@ class Worker:
     def sync_now(self) -> None:
         """Sync unless another caller just did (one Vault read however many requests wait)."""
         with self._sync_lock:
-            if not self.fresh():
-                self.sync_once()
+            if self.fresh():
+                return
+            if time.monotonic() - self._last_try < SYNC_PAUSE:  # a flood during an outage: one try
+                raise Unavailable()
+            self._last_try = time.monotonic()
+            self.sync_once()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -225,10 +233,12 @@ class Worker:
     def clear(self) -> None:
         for cache in self.caches():
             cache.clear()
+        self.absent.clear()
 
     def apply(self, event: dict) -> None:
         """Evict what one change made stale (also called at once by the worker that made it)."""
         kind, org, project = event.get("kind"), event.get("org"), event.get("project")
+        self.absent.forget(org, project)  # a new project, a rotated key...: no longer absent
 
         def in_project(value: dict) -> bool:
             return value.get("org") == org and (project is None or value.get("project") == project)

@@ -177,10 +177,15 @@ def inject(headers: dict[str, str], url: str, record: dict, key: str) -> str:
 
 
 def response_headers(upstream_headers, *, scrubbed: bool) -> list[tuple[str, str]]:
+    """The provider's headers minus hop-by-hop ones (those its `Connection` names included),
+    cookies, account selectors and CORS headers (the proxy sets its own)."""
+    drop = _DROP_RESPONSE
+    if named := upstream_headers.get("Connection"):
+        drop = drop | {name.strip().lower() for name in named.split(",")}
     out = []
     for name, value in upstream_headers.items():
         lower = name.lower()
-        if lower in _DROP_RESPONSE or lower.startswith("access-control-"):
+        if lower in drop or lower.startswith("access-control-"):
             continue
         if scrubbed and lower in ("content-encoding", "content-length"):  # the body was decoded and changed
             continue

@@ -19,6 +19,7 @@ import time
 from functools import partial
 
 from flask import Response
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from .. import access, observability
 from ..errors import ApiError, status_of
@@ -45,6 +46,8 @@ log = logging.getLogger("jetpero.proxy")
 ERROR_BODY_LIMIT = 1 << 20  # error bodies are read whole (to scrub them) up to this size
 SMALL_BODY = 65536  # request bodies up to this size are read at once; larger ones stream
 NOT_CONFIGURED = "That provider is not configured for this project."
+TOO_LARGE = "The request body is larger than this server accepts ({limit} bytes, JETPERO_MAX_REQUEST_BYTES)."
+UPLOAD_SLOW = "The request body did not arrive in time (JETPERO_UPSTREAM_DEADLINE, JETPERO_UPSTREAM_READ_TIMEOUT)."
 
 
 def run(call: Call, worker: Worker, upstream: Upstream, concerns: Concerns) -> Response:
@@ -64,7 +67,12 @@ def run(call: Call, worker: Worker, upstream: Upstream, concerns: Concerns) -> R
 
 
 def admit(call: Call, worker: Worker, concerns: Concerns) -> None:
-    """Let the call in or raise: token (401), Vault freshness (503), origin and scope (403)."""
+    """Let the call in or raise: body size (413), token (401), Vault freshness (503), origin and
+    scope (403)."""
+    req = call.request
+    limit = req.max_content_length = worker.config.JETPERO_MAX_REQUEST_BYTES  # not the admin API's
+    if (req.content_length or 0) > limit:  # answered before any of it is read
+        raise ApiError(413, TOO_LARGE.format(limit=limit))
     token = call.token = token_from(call.environ)
     if not token:
         raise InvalidToken("missing")
@@ -115,10 +123,11 @@ def forward(call: Call, upstream: Upstream) -> None:
         raise ApiError(400, "The path cannot be forwarded.") from None
     headers = request_headers(call.environ, extra_drop=record.get("auth_name"))
     url = inject(headers, url, record, call.key)
-    body, chunked = _body(call)
-    if body is not None and not chunked:
-        headers["Content-Length"] = str(call.bytes_in)
+    body, length = _body(call, upstream)
+    if length is not None:
+        headers["Content-Length"] = str(length)
     call.sent = time.monotonic()
+    chunked = body is not None and length is None
     answer = call.answer = upstream.send(call.method, url, body=body, headers=headers, chunked=chunked)
     call.upstream_ms = call.environ[observability.ENTRY]["upstream_ms"] = (time.monotonic() - call.sent) * 1000
     call.status = answer.status
@@ -126,24 +135,57 @@ def forward(call: Call, upstream: Upstream) -> None:
         call.environ[observability.UPSTREAM_REQUEST_ID] = True
 
 
-def _body(call: Call):
-    """The request body as urllib3 should send it: None, bytes (small), a sized stream, or chunks."""
+def _body(call: Call, upstream: Upstream):
+    """(body, Content-Length) as urllib3 should send them: (None, None), (bytes, n) for a small
+    body, else chunks read as urllib3 sends them (`_upload`), with their length if declared."""
     req = call.request
     length = req.content_length
     if length is not None:
         call.bytes_in = length
         if length <= SMALL_BODY:  # one send with the headers instead of two
-            return (req.stream.read(length) if length else None), False
-        return req.stream, False
+            return (req.stream.read(length) if length else None), (length or None)
+        return _upload(call, upstream, req.stream, counted=False), length
     if call.environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
-        return _counted(req.stream, call), True
-    return None, False
+        return _upload(call, upstream, req.stream, counted=True), None
+    return None, None
 
 
-def _counted(stream, call: Call):
-    while chunk := stream.read(CHUNK):
-        call.bytes_in += len(chunk)
-        yield chunk
+def _upload(call: Call, upstream: Upstream, stream, *, counted: bool):
+    """The client's body as it arrives, under the call's deadline and the read timeout (a silent
+    client's socket is shut by the silence sweep) and the size limit. Raising here leaves the
+    provider's request unfinished: urllib3 closes that connection before the body's end.
+    `counted`: add up `call.bytes_in` (a chunked body; a declared length is set already)."""
+    limit = call.request.max_content_length
+    deadline = call.sent + upstream.deadline
+    sock = call.environ.get("gunicorn.socket") or call.environ.get("werkzeug.socket")
+    watch = upstream.silences.watch(sock, until=deadline) if sock is not None else None
+    try:
+        while True:
+            if watch is not None:
+                watch.since = time.monotonic()
+            try:
+                chunk = stream.read(CHUNK)
+            except RequestEntityTooLarge:
+                raise ApiError(413, TOO_LARGE.format(limit=limit)) from None
+            except Exception:
+                if watch is not None and watch.cut:
+                    raise ApiError(408, UPLOAD_SLOW) from None
+                raise
+            if (watch is not None and watch.cut) or time.monotonic() >= deadline:
+                log.warning("client upload cut at the deadline or the read timeout")
+                raise ApiError(408, UPLOAD_SLOW)
+            if watch is not None:
+                watch.since = None
+            if not chunk:
+                return
+            if counted:
+                call.bytes_in += len(chunk)
+            if call.bytes_in > limit:
+                raise ApiError(413, TOO_LARGE.format(limit=limit))
+            yield chunk
+    finally:
+        if watch is not None:
+            upstream.silences.forget(watch)
 
 
 def relay(call: Call, upstream: Upstream, concerns: Concerns) -> Response:

@@ -24,13 +24,15 @@ log = logging.getLogger("jetpero.proxy")
 
 
 class Watch:
-    """One relayed body: `since` is when its current read began (None between reads)."""
+    """One relayed body (or one upload): `since` is when its current read began (None between
+    reads); a read still waiting at `until` (the call's deadline) is cut too."""
 
-    __slots__ = ("cut", "since", "sock")
+    __slots__ = ("cut", "since", "sock", "until")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, until: float) -> None:
         self.sock = sock
         self.since: float | None = None
+        self.until = until
         self.cut = False
 
 
@@ -47,11 +49,11 @@ class Silences:
         self._stop = threading.Event()
         self._pid: int | None = None  # the process whose sweeper runs (a fork has none)
 
-    def watch(self, sock: socket.socket) -> Watch:
+    def watch(self, sock: socket.socket, until: float = float("inf")) -> Watch:
         """Watch reads from `sock` (whose own timeout the caller lifts): set `since` as each begins."""
         if self._pid != os.getpid():
             self._start()
-        watch = Watch(sock)
+        watch = Watch(sock, until)
         self._watches[watch] = True
         return watch
 
@@ -62,10 +64,12 @@ class Silences:
     def sweep(self) -> int:
         """Cut every read waiting longer than the limit; how many were cut."""
         cut = 0
-        oldest = time.monotonic() - self.limit
+        now = time.monotonic()
+        oldest = now - self.limit
         for watch in list(self._watches):
             since = watch.since
-            if since is not None and since < oldest and self._watches.pop(watch, None) is not None:
+            late = since is not None and (since < oldest or now >= watch.until)
+            if late and self._watches.pop(watch, None) is not None:
                 watch.cut = True
                 cut += 1
                 try:

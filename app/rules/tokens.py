@@ -31,6 +31,9 @@ LEEWAY = 5  # seconds of clock skew tolerated on nbf/iat (never on exp)
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
 _JTI = re.compile(r"[A-Za-z0-9_-]{8,64}")
 _HEADER_FIELDS = {"alg", "kid", "typ"}
+# What parsing attacker input can raise besides the library's own errors: deep nesting in a
+# segment's JSON raises RecursionError, a huge one MemoryError (none may become a 500).
+PARSE_ERRORS = (ValueError, TypeError, AttributeError, UnicodeDecodeError, RecursionError, MemoryError)
 
 
 class InvalidToken(Exception):
@@ -70,7 +73,7 @@ def unverified_header(token: str) -> dict:
         raise InvalidToken("shape")
     try:
         header = json.loads(urlsafe_b64decode(parts[0].encode("ascii")))
-    except (ValueError, UnicodeDecodeError):
+    except PARSE_ERRORS:
         raise InvalidToken("header encoding") from None
     if not isinstance(header, dict) or set(header) - _HEADER_FIELDS:
         raise InvalidToken("header fields")
@@ -110,7 +113,7 @@ def verify(token: str, *, key: OKPKey, audience: str, issuer: str, now: float | 
     try:
         payload = jws.deserialize_compact(token, key, algorithms=[ALGORITHM]).payload
         claims = json.loads(payload)
-    except (JoseError, ValueError, TypeError, AttributeError, UnicodeDecodeError):
+    except (JoseError, *PARSE_ERRORS):
         raise InvalidToken("signature") from None
     if not isinstance(claims, dict):
         raise InvalidToken("claims")

@@ -65,6 +65,9 @@ def create(vault: Vault, actor: Actor, *, org: str, slug: str, display_name: str
     except BaseException:
         quietly(lambda: vault.app(lambda c: kv.delete(c, ORG_MOUNT, record(PROJECTS, slug)), namespace=org))
         raise
+    # Workers that remembered it absent (a token naming it came first) forget that; best effort:
+    # they also forget it within `negative.Absent.ttl`.
+    quietly(lambda: changes.publish(vault, "project-created", org=org, project=slug))
     return _public(org, slug, data)
 
 
