@@ -54,7 +54,7 @@ def test_an_admin_body_with_deeply_nested_json_is_a_400(api, org, caplog):
     body = '{"slug": "x", "display_name": ' + "[" * DEEP + "]" * DEEP + "}"
     response = api.post(f"/orgs/{org}/projects", data=body, content_type="application/json")
     assert_error(response, 400)
-    assert response.json["errors"] == {"json": ["Invalid JSON body."]}
+    assert response.json["errors"] == {"json": {"_schema": ["Invalid JSON body."]}}
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
