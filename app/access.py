@@ -8,6 +8,7 @@ a dict lookup until it expires or the change feed evicts it.
 from __future__ import annotations
 
 import re
+import time
 
 from .rules import roles, tokens
 from .rules.slugs import SLUG_PATTERN
@@ -57,7 +58,11 @@ def _verify_project_token(worker: Worker, token: str) -> dict:
         raise tokens.InvalidToken("unknown token") from None
     if record["revoked_at"]:
         raise tokens.InvalidToken("revoked")
+    retire_at = record.get("retire_at")  # a rotated token: good until its grace ends
+    if retire_at is not None and retire_at <= time.time():
+        raise tokens.InvalidToken("retired")
     return {
+        "retire_at": retire_at,
         **claims,
         "org": org,
         "project": project,

@@ -131,6 +131,11 @@ class Cache(dict):
                 super().pop(key, None)
 
 
+def _until(claims: dict) -> float:
+    """When cached project-token claims stop being good: at expiry, or when a rotation retires it."""
+    return claims.get("retire_at") or claims["exp"]
+
+
 class Worker:
     def __init__(self, *, vault: Vault, config):
         self.vault = vault
@@ -140,7 +145,7 @@ class Worker:
         self.stale_after: float = max(2.0, 3 * self.interval)
         # token value -> verified claims (+ org/project/origins); kid -> OKPKey;
         # (org, project, provider) -> (record, key); (org, project) -> project record
-        self.project_tokens = Cache("project_tokens", expiry=itemgetter("exp"))
+        self.project_tokens = Cache("project_tokens", expiry=_until)
         self.admin_tokens = Cache("admin_tokens", expiry=itemgetter("exp"))
         self.public_keys = Cache("public_keys")
         self.provider_keys = Cache("provider_keys")
@@ -224,7 +229,7 @@ class Worker:
         def in_project(value: dict) -> bool:
             return value.get("org") == org and (project is None or value.get("project") == project)
 
-        if kind == "token-revoked":
+        if kind in ("token-revoked", "token-retiring"):
             self.project_tokens.evict(lambda _, v: v["jti"] == event.get("token"))
         elif kind == "provider-changed":
             self.provider_keys.pop((org, project, event.get("provider")), None)
@@ -238,5 +243,9 @@ class Worker:
             prefix = f"{org}/{project}/" if project else f"{org}/"
             self.public_keys.evict(lambda k, _: k.startswith(prefix))
             self.admin_tokens.evict(lambda _, v: kind == "org-deleted" and v.get("org") == org)
+        elif kind == "signing-key-retired":  # tokens of the retired versions are verified again, and refused
+            prefix = f"{org}/{project}/" if org else "admin/"
+            self.public_keys.evict(lambda k, _: k.startswith(prefix))
+            (self.project_tokens if org else self.admin_tokens).evict(lambda _, v: not org or in_project(v))
         elif kind == "member-removed":
             self.admin_tokens.evict(lambda _, v: v.get("member") == event.get("member"))
