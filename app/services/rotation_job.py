@@ -86,7 +86,7 @@ class RotationJob:
 
     def run(self) -> int | None:
         """One run if this worker holds the lease; the number of ciphertexts rewrapped."""
-        holder = f"{socket.gethostname()}:{os.getpid()}:{id(self)}"
+        holder = f"{socket.gethostname()}:{os.getpid()}"
         try:
             if not leases.acquire(self.engine, "rotation", holder, self.every):
                 return None
