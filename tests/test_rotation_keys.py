@@ -5,14 +5,17 @@ settings every project gets, and the admin signing key from the command line."""
 from __future__ import annotations
 
 import base64
+import secrets
 import time
 
 import hvac.exceptions
 import pytest
 
 from app.services import audit
+from app.vault.bootstrap import bootstrap
 from tests.checks import CheckedApi, assert_error
-from tests.helpers import FAKE_KEY, bearer, parts, project_path
+from tests.helpers import FAKE_KEY, Bao, bearer, parts, project_path
+from tools import openbao, procs
 
 CHAT = "/proxy/openai/v1/chat/completions"
 BODY = {"model": "m", "messages": []}
@@ -167,3 +170,36 @@ def test_admin_key_rotation_from_the_command_line(app, client, operator_token):
         assert CheckedApi(client, token).get("/orgs").status_code == 200
     refused = runner.invoke(args=["retire-admin-key", "--min-version", str(latest + 1)])
     assert refused.exit_code != 0 and "min_version" in refused.output
+
+
+@pytest.fixture(scope="module")
+def own_bao(tmp_path_factory):
+    """A Vault of this module's own: retiring admin-key versions there leaves the session's operator token alone."""
+    port = procs.free_port()
+    token = secrets.token_hex(16)
+    process = openbao.start_dev(port, token, tmp_path_factory.mktemp("own-bao") / "bao.log")
+    try:
+        own = Bao(addr=openbao.address(port), root_token=token, process=process)
+        path = str(tmp_path_factory.mktemp("own-creds") / "approle.json")
+        bootstrap(own.root(), path)
+        yield own, path
+    finally:
+        procs.stop(process)
+
+
+def test_retired_admin_key_version_is_refused_on_every_worker(make_app, own_bao):
+    own, path = own_bao
+    first, other = make_app(bao=own, approle_file=path), make_app(bao=own, approle_file=path)
+    runner = first.test_cli_runner()
+    old = runner.invoke(args=["operator-token", "--name", "before"]).output.strip()
+    assert parts(old)[0]["kid"] == "admin/1"
+    assert other.test_client().get("/api/v1/orgs", headers=bearer(old)).status_code == 200  # cached there
+    assert runner.invoke(args=["rotate-admin-key"]).exit_code == 0
+    new = runner.invoke(args=["operator-token", "--name", "after"]).output.strip()
+    assert parts(new)[0]["kid"] == "admin/2"
+    result = runner.invoke(args=["retire-admin-key", "--min-version", "2"])
+    assert result.exit_code == 0, result.output
+    assert first.test_client().get("/api/v1/orgs", headers=bearer(old)).status_code == 401
+    assert _eventually(lambda: other.test_client().get("/api/v1/orgs", headers=bearer(old)).status_code == 401, 3)
+    for app in (first, other):
+        assert app.test_client().get("/api/v1/orgs", headers=bearer(new)).status_code == 200

@@ -70,6 +70,7 @@ def _get(vault: Vault, org: str, project: str, name: str) -> dict:
 
 def names(vault: Vault, org: str, project: str) -> list[str]:
     """The project's provider names, sorted."""
+
     def live(client) -> list[str]:
         found = [name for name in kv.keys(client, KV, PROVIDERS) if not name.endswith("/")]
         return [name for name in found if _is_live(client, name)]
@@ -258,6 +259,20 @@ def purge(vault: Vault, actor: Actor, org: str, project: str, name: str) -> None
     with audit.changing(actor, "provider.purged", audit.Target(org, project, name)):
         vault.project(org, project, lambda c: kv.delete(c, KV, path))
     changes.publish(vault, "provider-changed", org=org, project=project, provider=name)
+
+
+def behind(vault: Vault, org: str, project: str, latest: int) -> list[str]:
+    """The live providers whose current ciphertext is under an encryption-key version before `latest`."""
+
+    def find(client) -> list[str]:
+        found = []
+        for name in names(vault, org, project):
+            data, _ = kv.read_or_empty(client, KV, record(PROVIDERS, name))
+            if data.get("ciphertext") and transit.ciphertext_version(data["ciphertext"]) < latest:
+                found.append(name)
+        return found
+
+    return vault.project(org, project, find)
 
 
 def rewrap_current(vault: Vault, org: str, project: str, name: str, latest: int) -> bool:

@@ -30,7 +30,7 @@ from ..vault.layout import (
 )
 from . import audit, changes, project_tokens, projects, provider_keys
 from .actor import Actor
-from .common import checked_id
+from .common import checked_id, quietly
 from .errors import Invalid
 
 DAY = 86400
@@ -97,7 +97,6 @@ def rotate_token(vault: Vault, config: Config, actor: Actor, org: str, project: 
     lifetime = old["expires_at"] - due_rules.epoch(old["created_at"])
     retire_at = min(int(time.time()) + grace, old["expires_at"])
     with audit.changing(actor, "token.rotated", audit.Target(org, project, token_id), detail=f"grace {grace}s"):
-        vault.project(org, project, lambda c: kv.write(c, KV, path, {**old, "retire_at": retire_at}, cas=version))
         replacement = project_tokens.issue(
             vault,
             config,
@@ -112,6 +111,12 @@ def rotate_token(vault: Vault, config: Config, actor: Actor, org: str, project: 
                 "allowed_origins": old["allowed_origins"],
             },
         )
+        try:  # check-and-set: of two rotations of one token, one wins; the loser's replacement goes
+            vault.project(org, project, lambda c: kv.write(c, KV, path, {**old, "retire_at": retire_at}, cas=version))
+        except BaseException:
+            new = record(TOKENS, replacement["id"])
+            quietly(lambda: vault.project(org, project, lambda c: kv.delete(c, KV, new)))
+            raise
     changes.publish(vault, "token-retiring", org=org, project=project, token=token_id)
     return {**replacement, "replaces": token_id, "replaced_until": retire_at}
 

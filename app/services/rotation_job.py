@@ -37,18 +37,20 @@ def _orgs(vault: Vault) -> list[str]:
 
 
 def maintain(vault: Vault, config: Config, org: str, project: str, ages: Ages) -> list[str]:
-    """One project: settings applied, current ciphertexts rewrapped; returns the providers rewrapped."""
+    """One project: settings applied, current ciphertexts rewrapped (on the audit trail when there
+    are any); returns the providers rewrapped, and records each key's age in `ages`."""
     rotation.apply_settings(vault, config, org, project)
-    latest = vault.app(
-        lambda c: transit.key_info(c, TRANSIT, ENCRYPTION_KEY), namespace=project_namespace(org, project)
-    )
-    rewrapped = []
+    namespace = project_namespace(org, project)
+    latest = vault.app(lambda c: transit.key_info(c, TRANSIT, ENCRYPTION_KEY), namespace=namespace)["latest_version"]
+    rewrapped = provider_keys.behind(vault, org, project, latest)
+    if rewrapped:
+        with audit.changing(COMMAND_LINE, "encryption_key.rewrapped", audit.Target(org, project)):
+            for name in rewrapped:
+                provider_keys.rewrap_current(vault, org, project, name, latest)
     for name in provider_keys.names(vault, org, project):
-        if provider_keys.rewrap_current(vault, org, project, name, latest["latest_version"]):
-            rewrapped.append(name)
-        record = provider_keys.show(vault, COMMAND_LINE, org, project, name)
-        if record.get("updated_at"):
-            ages[(org, project, name)] = due_rules.epoch(record["updated_at"])
+        updated = provider_keys.show(vault, COMMAND_LINE, org, project, name).get("updated_at")
+        if updated:
+            ages[(org, project, name)] = due_rules.epoch(updated)
     return rewrapped
 
 
@@ -59,8 +61,7 @@ def run_all(vault: Vault, config: Config) -> tuple[Ages, int]:
     for org in _orgs(vault):
         for project in projects.slugs(vault, org):
             try:
-                with audit.changing(COMMAND_LINE, "encryption_key.rewrapped", audit.Target(org, project)):
-                    rewrapped += len(maintain(vault, config, org, project, ages))
+                rewrapped += len(maintain(vault, config, org, project, ages))
             except (VaultError, Refused) as exc:
                 log.warning("rotation job skipped a project: %s", type(exc).__name__)
     return ages, rewrapped
@@ -69,16 +70,17 @@ def run_all(vault: Vault, config: Config) -> tuple[Ages, int]:
 class RotationJob:
     """A worker tick hook (like `usage.RetentionJob`): a run every `JETPERO_ROTATION_INTERVAL`
     seconds in a thread of its own, by the lease holder; at every tick `report(ages)` gets the key
-    ages last read (so the gauge moves between runs)."""
+    ages last read, once it has run (so the gauge moves between runs)."""
 
     def __init__(self, engine: Engine, vault: Vault, config: Config, report: Callable[[Ages], None], *, first=30.0):
         self.engine, self.vault, self.config, self.report = engine, vault, config, report
         self.every = config.JETPERO_ROTATION_INTERVAL
-        self.ages: Ages = {}
+        self.ages: Ages | None = None  # None until this worker has run the job (the lease holder reports)
         self._due = time.monotonic() + first
 
     def __call__(self) -> None:
-        self.report(self.ages)
+        if self.ages is not None:
+            self.report(self.ages)
         if time.monotonic() < self._due:
             return
         self._due = time.monotonic() + self.every

@@ -75,7 +75,12 @@ def rotate(client: hvac.Client, mount: str, key: str) -> None:
 
 
 def configure(
-    client: hvac.Client, mount: str, key: str, *, min_decryption_version: int | None = None, auto_rotate: int | None = None
+    client: hvac.Client,
+    mount: str,
+    key: str,
+    *,
+    min_decryption_version: int | None = None,
+    auto_rotate: int | None = None,
 ) -> None:
     """Retire versions below `min_decryption_version`, and/or set the automatic rotation period (seconds)."""
     client.secrets.transit.update_key_configuration(
