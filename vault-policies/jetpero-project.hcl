@@ -19,13 +19,9 @@ path "transit/encrypt/provider-keys" {
 path "transit/decrypt/provider-keys" {
   capabilities = ["update"]
 }
-# Rotation: rewrap a ciphertext to the newest key version (the plaintext never leaves Vault),
-# and read the key's versions (metadata: which versions still decrypt).
+# Rotation: rewrap a ciphertext to the newest key version (the plaintext never leaves Vault).
 path "transit/rewrap/provider-keys" {
   capabilities = ["update"]
-}
-path "transit/keys/provider-keys" {
-  capabilities = ["read"]
 }
 
 # Project tokens: sign with the project's Ed25519 key; read its public keys.

@@ -24,6 +24,10 @@ PROJECT = "/projects/<slug:project>"
 _DAYS = validate.Range(min=1, max=3650)
 
 
+class Confirm(Schema):
+    """An empty JSON object: these POSTs take no input."""
+
+
 class ProviderVersion(Schema):
     version = fields.Integer()
     created_at = fields.String(metadata={"description": "When KV stored this version."})
@@ -95,8 +99,9 @@ def rotate_provider(data, org, project, name):
 
 
 @blp.route(f"{PROJECT}/providers/<slug:name>/versions/<int:version>/restore", methods=["POST"])
+@blp.arguments(Confirm)
 @blp.response(200, Provider)
-def restore_provider(org, project, name, version):
+def restore_provider(_, org, project, name, version):
     """Make an old version current again, as a new version (history stays append-only)."""
     return provider_keys.restore(vault(), actor(), org, project, name, version)
 
@@ -126,8 +131,9 @@ class SigningKey(MethodView):
 
 
 @blp.route(f"{PROJECT}/signing-key/rotate", methods=["POST"])
+@blp.arguments(Confirm)
 @blp.response(200, KeyStatus)
-def rotate_signing(org, project):
+def rotate_signing(_, org, project):
     """New tokens are signed by a new version; older tokens keep verifying."""
     return rotation.rotate_signing_key(vault(), actor(), org, project)
 
@@ -149,8 +155,9 @@ class EncryptionKey(MethodView):
 
 
 @blp.route(f"{PROJECT}/encryption-key/rotate", methods=["POST"])
+@blp.arguments(Confirm)
 @blp.response(200, KeyStatus)
-def rotate_encryption(org, project):
+def rotate_encryption(_, org, project):
     """Step 1: a new encryption-key version (then rewrap)."""
     return rotation.rotate_encryption_key(vault(), actor(), org, project)
 

@@ -12,7 +12,7 @@ from ..rules import providers
 from ..rules import rotation as key_rotation
 from ..vault import kv, transit
 from ..vault.connection import Vault
-from ..vault.layout import ENCRYPTION_KEY, KV, PROVIDERS, TRANSIT, record
+from ..vault.layout import ENCRYPTION_KEY, KV, PROVIDERS, TRANSIT, project_namespace, record
 from . import audit, changes
 from .actor import Actor
 from .common import now
@@ -142,14 +142,21 @@ def _version_row(version: int, meta: dict, data: dict | None, current: int, floo
     }
 
 
+def _decryption_floor(vault: Vault, org: str, project: str) -> int:
+    """The oldest encryption-key version that still decrypts (key metadata: the app identity reads it)."""
+    info = vault.app(lambda c: transit.key_info(c, TRANSIT, ENCRYPTION_KEY), namespace=project_namespace(org, project))
+    return info["min_decryption_version"]
+
+
 def versions(vault: Vault, actor: Actor, org: str, project: str, name: str) -> list[dict]:
     """Every kept version of the provider, oldest first (viewers); also after a delete."""
     actor.require("viewer", org)
     path = record(PROVIDERS, name)
 
+    floor = _decryption_floor(vault, org, project)
+
     def read(client) -> list[dict]:
         current, kept = kv.history(client, KV, path)
-        floor = transit.key_info(client, TRANSIT, ENCRYPTION_KEY)["min_decryption_version"]
         rows = []
         for version, meta in sorted(kept.items()):
             readable = not meta.get("deletion_time") and not meta.get("destroyed")
@@ -200,6 +207,8 @@ def restore(vault: Vault, actor: Actor, org: str, project: str, name: str, versi
     actor.require("admin", org)
     path = record(PROVIDERS, name)
 
+    floor = _decryption_floor(vault, org, project)
+
     def load(client) -> tuple[dict, int, int]:
         current, kept = kv.history(client, KV, path)
         meta = kept.get(version)
@@ -208,7 +217,6 @@ def restore(vault: Vault, actor: Actor, org: str, project: str, name: str, versi
         old = kv.read_version(client, KV, path, version) or {}
         if not old.get("ciphertext"):
             raise Invalid(f"Version {version} records a deletion, not a key: restore an earlier version.")
-        floor = transit.key_info(client, TRANSIT, ENCRYPTION_KEY)["min_decryption_version"]
         under = transit.ciphertext_version(old["ciphertext"])
         if under < floor:
             raise Invalid(
