@@ -91,6 +91,9 @@ def test_delete_keeps_history_until_purge(api, project, provider):
     ]
     assert api.post(f"{base}/versions/2/restore").status_code == 200  # an undelete, as version 4
     assert api.get(base).json["key_hint"] == "wxyz"
+    assert api.delete(base).status_code == 204
+    again = api.put(base, json={"template": "openai", "api_key": NEW_KEY, "base_url": "https://api.openai.com"})
+    assert again.status_code == 200 and again.json["version"] == 6  # after version 5, the tombstone
     assert api.delete(base, query_string={"purge": "true"}).status_code == 204
     assert_error(api.get(f"{base}/versions"), 404)
     assert_error(api.delete(base, query_string={"purge": "true"}), 404)
