@@ -8,6 +8,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
+from ..proxy.probe import verifier
 from ..proxy.views import UPSTREAM
 from ..services import provider_keys, rotation
 from .auth import actor
@@ -94,7 +95,7 @@ def provider_versions(org, project, name):
 @blp.response(200, Provider)
 def rotate_provider(data, org, project, name):
     """Replace the provider's key (settings kept); every worker uses it within the sync bound."""
-    verify = rotation.verifier(current_app.extensions[UPSTREAM]) if data["verify"] else None
+    verify = verifier(current_app.extensions[UPSTREAM]) if data["verify"] else None
     return provider_keys.rotate(vault(), actor(), org, project, name, data, verify)
 
 

@@ -12,8 +12,6 @@ import time
 
 from config import Config
 
-from ..proxy.forward import inject, upstream_url
-from ..proxy.upstream import Upstream
 from ..rules import rotation as due_rules
 from ..vault import kv, transit
 from ..vault.connection import Vault
@@ -34,33 +32,6 @@ from .common import checked_id, quietly
 from .errors import Invalid
 
 DAY = 86400
-# One cheap authenticated call per template, to check a key before it replaces the current one.
-VERIFY_PATHS = {"openai": "/v1/models", "anthropic": "/v1/models", "gemini": "/v1beta/models"}
-VERIFY_HEADERS = {"anthropic": {"anthropic-version": "2023-06-01"}}
-
-
-# -- provider keys ------------------------------------------------------------------------------
-def verifier(upstream: Upstream):
-    """`verify(record, key)` for `provider_keys.rotate`: one call through the proxy's outbound seam;
-    Invalid (422) when the provider refuses the key."""
-
-    def verify(current: dict, key: str) -> None:
-        path = VERIFY_PATHS.get(current["template"])
-        if path is None:
-            raise Invalid(f"verify is not available for the {current['template']} template; rotate without it.")
-        headers = dict(VERIFY_HEADERS.get(current["template"], {}))
-        url = inject(headers, upstream_url(current["base_url"], path, b""), current, key)
-        answer = upstream.send("GET", url, body=None, headers=headers, chunked=False)
-        try:
-            status = answer.status
-        finally:
-            answer.release_conn()
-        if status in (401, 403):
-            raise Invalid(f"The provider refused the new key (HTTP {status}): nothing was changed.")
-        if not 200 <= status < 300:
-            raise Invalid(f"The provider could not check the new key (HTTP {status}): nothing was changed.")
-
-    return verify
 
 
 def due(vault: Vault, actor: Actor, org: str) -> list[dict]:
