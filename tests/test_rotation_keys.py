@@ -65,7 +65,12 @@ def test_rotated_token_works_until_its_grace_ends_on_every_worker(api, client, s
     assert _status(second, new["token"]) == 200 and _status(second, old["token"]) == 200  # in the grace
     assert _eventually(lambda: _status(second, old["token"]) == 401, timeout=6)  # nobody called revoke
     assert _status(client, old["token"]) == 401 and _status(client, new["token"]) == 200
+    shown = api.get(f"{project_path(project)}/tokens/{old['id']}").json
+    assert shown["retire_at"] == new["replaced_until"] and shown["revoked_at"] is None
     assert_error(api.post(f"{project_path(project)}/tokens/{old['id']}/rotate", json={}), 422)  # once only
+    org = project.split("/")[0]
+    records = audit.query(client.application.extensions["jetpero.db"], org, action="token.rotated")["records"]
+    assert {r["target"] for r in records} == {old["id"]}
     too_long = api.post(f"{project_path(project)}/tokens/{new['id']}/rotate", json={"grace_seconds": 10**9})
     assert_error(too_long, 422)
     assert "grace_seconds" in too_long.json["message"]
@@ -114,7 +119,8 @@ def test_rewrap_makes_old_ciphertexts_undecryptable(api, client, bao, project, p
 
     done = api.post(f"{base}/encryption-key/rewrap", json={"retire": True})
     assert done.status_code == 200, done.json
-    assert (done.json["rewrapped"], done.json["min_version"]) == (["openai"], 2)
+    assert done.json["min_version"] == 2
+    assert done.json["rewrapped"] in (["openai"], [])  # [] if the session's rotation job got there first
     assert ciphertext().startswith("vault:v2:")
     context = base64.b64encode(b"openai").decode()
     with pytest.raises(hvac.exceptions.InvalidRequest):  # nobody, not even root, decrypts v1 any more
@@ -136,6 +142,8 @@ def test_rewrap_makes_old_ciphertexts_undecryptable(api, client, bao, project, p
     assert_error(refused, 422)
     assert "retired" in refused.json["message"] and "store the key again" in refused.json["message"]
     assert api.post(f"{base}/providers/openai/rotate", json={"api_key": NEW_KEY}).json["version"] == 3
+    actions = {r["action"] for r in audit.query(client.application.extensions["jetpero.db"], org)["records"]}
+    assert {"encryption_key.rotated", "encryption_key.retired", "provider.rotated"} <= actions
 
 
 def test_projects_get_history_length_and_auto_rotation(api, bao, project):

@@ -142,6 +142,7 @@ class Token(Schema):
     expires_at = fields.Integer()
     revoked_at = fields.String(allow_none=True)
     created_by = fields.String()
+    retire_at = fields.Integer(allow_none=True, metadata={"description": "Rotated: refused from then on (epoch)."})
 
 
 class TokenCreated(Token):
