@@ -62,7 +62,7 @@ def _verify_project_token(worker: Worker, token: str) -> dict:
     if retire_at is not None and retire_at <= time.time():
         raise tokens.InvalidToken("retired")
     return {
-        "retire_at": retire_at,
+        "valid_until": claims["exp"] if retire_at is None else min(claims["exp"], retire_at),  # the cache's expiry
         **claims,
         "org": org,
         "project": project,

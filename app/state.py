@@ -131,11 +131,6 @@ class Cache(dict):
                 super().pop(key, None)
 
 
-def _until(claims: dict) -> float:
-    """When cached project-token claims stop being good: at expiry, or when a rotation retires it."""
-    return claims.get("retire_at") or claims["exp"]
-
-
 class Worker:
     def __init__(self, *, vault: Vault, config):
         self.vault = vault
@@ -145,7 +140,7 @@ class Worker:
         self.stale_after: float = max(2.0, 3 * self.interval)
         # token value -> verified claims (+ org/project/origins); kid -> OKPKey;
         # (org, project, provider) -> (record, key); (org, project) -> project record
-        self.project_tokens = Cache("project_tokens", expiry=_until)
+        self.project_tokens = Cache("project_tokens", expiry=itemgetter("valid_until"))  # exp, or a rotation's retire_at
         self.admin_tokens = Cache("admin_tokens", expiry=itemgetter("exp"))
         self.public_keys = Cache("public_keys")
         self.provider_keys = Cache("provider_keys")
