@@ -267,38 +267,3 @@ def purge(vault: Vault, actor: Actor, org: str, project: str, name: str) -> None
     with audit.changing(actor, "provider.purged", audit.Target(org, project, name)):
         vault.project(org, project, lambda c: kv.delete(c, KV, path))
     changes.publish(vault, "provider-changed", org=org, project=project, provider=name)
-
-
-def behind(vault: Vault, org: str, project: str, latest: int) -> list[str]:
-    """The live providers whose current ciphertext is under an encryption-key version before `latest`."""
-
-    def find(client) -> list[str]:
-        found = []
-        for name in names(vault, org, project):
-            data, _ = kv.read_or_empty(client, KV, record(PROVIDERS, name))
-            if data.get("ciphertext") and transit.ciphertext_version(data["ciphertext"]) < latest:
-                found.append(name)
-        return found
-
-    return vault.project(org, project, find)
-
-
-def rewrap_current(vault: Vault, org: str, project: str, name: str, latest: int) -> bool:
-    """Rewrap the live version's ciphertext to the latest encryption-key version as a new version
-    (its key age unchanged); False when it already is (or there is no live version)."""
-    path = record(PROVIDERS, name)
-
-    def run(client) -> bool:
-        data, version = kv.read_or_empty(client, KV, path)
-        if not data.get("ciphertext") or transit.ciphertext_version(data["ciphertext"]) >= latest:
-            return False
-        stored = {
-            **data,
-            "ciphertext": transit.rewrap(client, TRANSIT, ENCRYPTION_KEY, data["ciphertext"], context=name),
-            "change": "rewrapped",
-            "rewrapped_at": now(),
-        }
-        kv.write(client, KV, path, stored, cas=version)
-        return True
-
-    return vault.project(org, project, run)

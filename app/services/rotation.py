@@ -20,6 +20,7 @@ from ..vault.layout import (
     ADMIN_MOUNT,
     ENCRYPTION_KEY,
     KV,
+    PROVIDERS,
     SIGNING_KEY,
     TOKENS,
     TRANSIT,
@@ -28,7 +29,7 @@ from ..vault.layout import (
 )
 from . import audit, changes, project_tokens, projects, provider_keys
 from .actor import Actor
-from .common import checked_id, quietly
+from .common import checked_id, now, quietly
 from .errors import Invalid
 
 DAY = 86400
@@ -51,6 +52,42 @@ def due(vault: Vault, actor: Actor, org: str) -> list[dict]:
                     }
                 )
     return found
+
+
+# -- current ciphertexts behind the newest encryption-key version -------------------------------
+def behind(vault: Vault, org: str, project: str, latest: int) -> list[str]:
+    """The live providers whose current ciphertext is under an encryption-key version before `latest`."""
+
+    def find(client) -> list[str]:
+        found = []
+        for name in provider_keys.names(vault, org, project):
+            data, _ = kv.read_or_empty(client, KV, record(PROVIDERS, name))
+            if data.get("ciphertext") and transit.ciphertext_version(data["ciphertext"]) < latest:
+                found.append(name)
+        return found
+
+    return vault.project(org, project, find)
+
+
+def rewrap_current(vault: Vault, org: str, project: str, name: str, latest: int) -> bool:
+    """Rewrap the live version's ciphertext to the latest encryption-key version as a new version
+    (its key age unchanged); False when it already is (or there is no live version)."""
+    path = record(PROVIDERS, name)
+
+    def run(client) -> bool:
+        data, version = kv.read_or_empty(client, KV, path)
+        if not data.get("ciphertext") or transit.ciphertext_version(data["ciphertext"]) >= latest:
+            return False
+        stored = {
+            **data,
+            "ciphertext": transit.rewrap(client, TRANSIT, ENCRYPTION_KEY, data["ciphertext"], context=name),
+            "change": "rewrapped",
+            "rewrapped_at": now(),
+        }
+        kv.write(client, KV, path, stored, cas=version)
+        return True
+
+    return vault.project(org, project, run)
 
 
 # -- project tokens -----------------------------------------------------------------------------
@@ -183,7 +220,7 @@ def rewrap(vault: Vault, actor: Actor, org: str, project: str, *, retire: bool) 
         rewrapped = [
             name
             for name in provider_keys.names(vault, org, project)
-            if provider_keys.rewrap_current(vault, org, project, name, latest)
+            if rewrap_current(vault, org, project, name, latest)
         ]
         fn = (
             (lambda c: transit.configure(c, TRANSIT, ENCRYPTION_KEY, min_decryption_version=latest))

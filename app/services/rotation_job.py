@@ -42,11 +42,11 @@ def maintain(vault: Vault, config: Config, org: str, project: str, ages: Ages) -
     rotation.apply_settings(vault, config, org, project)
     namespace = project_namespace(org, project)
     latest = vault.app(lambda c: transit.key_info(c, TRANSIT, ENCRYPTION_KEY), namespace=namespace)["latest_version"]
-    rewrapped = provider_keys.behind(vault, org, project, latest)
+    rewrapped = rotation.behind(vault, org, project, latest)
     if rewrapped:
         with audit.changing(COMMAND_LINE, "encryption_key.rewrapped", audit.Target(org, project)):
             for name in rewrapped:
-                provider_keys.rewrap_current(vault, org, project, name, latest)
+                rotation.rewrap_current(vault, org, project, name, latest)
     for name in provider_keys.names(vault, org, project):
         updated = provider_keys.show(vault, COMMAND_LINE, org, project, name).get("updated_at")
         if updated:
