@@ -175,6 +175,26 @@ class Config:
         "Reverse proxies in front of JetPero whose `X-Forwarded-For/-Proto/-Host` are trusted"
         " (0: none, the client IP is the socket's).",
     )
+    JETPERO_PROVIDER_KEY_VERSIONS: int = setting(
+        "100",
+        _positive_int,
+        "Versions of each provider record a project's KV keeps (its key history; older ones are dropped).",
+    )
+    JETPERO_TRANSIT_AUTO_ROTATE: int = setting(
+        "90",
+        _count,
+        "Days after which Vault rotates each project's encryption and signing keys by itself (0: never).",
+    )
+    JETPERO_TOKEN_ROTATION_GRACE: int = setting(
+        "86400",
+        _count,
+        "Longest grace in seconds a rotated project token keeps working beside its replacement.",
+    )
+    JETPERO_ROTATION_INTERVAL: float = setting(
+        "3600",
+        _positive_float,
+        "Seconds between runs of the rotation job (key settings, rewrap, key-age metric), one node at a time.",
+    )
     JETPERO_BIND: str = setting("127.0.0.1:8000", _str, "Address gunicorn listens on.")
     JETPERO_WORKERS: int = setting("2", _positive_int, "gunicorn worker processes (gevent workers).")
 

@@ -11,6 +11,7 @@ are capped (`worker.budget`): no anonymous caller can make a worker call Vault a
 from __future__ import annotations
 
 import re
+import time
 
 from .rules import roles, tokens
 from .rules.slugs import SLUG_PATTERN
@@ -79,7 +80,11 @@ def _verify_project_token(worker: Worker, token: str) -> dict:
     if record["revoked_at"]:
         worker.absent.add(dead, scope)
         raise tokens.InvalidToken("revoked")
+    retire_at = record.get("retire_at")  # a rotated token: good until its grace ends
+    if retire_at is not None and retire_at <= time.time():
+        raise tokens.InvalidToken("retired")
     return {
+        "valid_until": claims["exp"] if retire_at is None else min(claims["exp"], retire_at),  # the cache's expiry
         **claims,
         "org": org,
         "project": project,

@@ -1,4 +1,5 @@
-"""Command-line tasks: `flask --app wsgi bootstrap`, `operator-token`, `audit-verify`."""
+"""Command-line tasks: `flask --app wsgi bootstrap`, `operator-token`, `audit-verify`,
+`rotate-admin-key`, `retire-admin-key`, `rotation-run`."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import sys
 import click
 from flask import Flask, current_app
 
-from .services import audit, members
+from .services import audit, members, rotation, rotation_job
 from .services.actor import COMMAND_LINE
+from .services.errors import Invalid
 from .store import audit_chain
 from .vault.bootstrap import admin_client, bootstrap, operator_vault_token
 from .vault.errors import VaultError
@@ -63,3 +65,34 @@ def register(app: Flask) -> None:
             click.echo(json.dumps(result))
             broken += not result["ok"]
         sys.exit(1 if broken else 0)
+
+    def with_trail(fn):
+        """Run `fn(state)` on the bound audit trail; Vault and audit failures as a message, exit 1."""
+        state = current_app.extensions["jetpero"]
+        try:
+            with audit.bound(current_app.extensions["jetpero.db"]):
+                return fn(state)
+        except (VaultError, audit.AuditUnavailable) as exc:
+            click.echo(f"Vault or the audit trail refused or is unavailable ({type(exc).__name__}).", err=True)
+            sys.exit(1)
+
+    @app.cli.command("rotate-admin-key")
+    def rotate_admin_key_command() -> None:
+        """A new version of the admin-token signing key; tokens signed before keep verifying."""
+        click.echo(json.dumps(with_trail(lambda state: rotation.rotate_admin_key(state.vault, COMMAND_LINE))))
+
+    @app.cli.command("retire-admin-key")
+    @click.option("--min-version", type=int, required=True, help="Oldest version that still verifies.")
+    def retire_admin_key_command(min_version: int) -> None:
+        """Refuse admin tokens signed by versions below --min-version, on every worker."""
+        try:
+            result = with_trail(lambda state: rotation.retire_admin_key(state.vault, COMMAND_LINE, min_version))
+        except Invalid as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(json.dumps(result))
+
+    @app.cli.command("rotation-run")
+    def rotation_run_command() -> None:
+        """Run the rotation job now: key settings on every project, ciphertexts rewrapped."""
+        ages, rewrapped = with_trail(lambda state: rotation_job.run_all(state.vault, state.config))
+        click.echo(json.dumps({"providers": len(ages), "rewrapped": rewrapped}))

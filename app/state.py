@@ -142,7 +142,7 @@ class Worker:
         self.stale_after: float = max(2.0, 3 * self.interval)
         # token value -> verified claims (+ org/project/origins); kid -> OKPKey;
         # (org, project, provider) -> (record, key); (org, project) -> project record
-        self.project_tokens = Cache("project_tokens", expiry=itemgetter("exp"))
+        self.project_tokens = Cache("project_tokens", expiry=itemgetter("valid_until"))  # exp, or a rotation's retire_at
         self.admin_tokens = Cache("admin_tokens", expiry=itemgetter("exp"))
         self.public_keys = Cache("public_keys")
         self.provider_keys = Cache("provider_keys")
@@ -243,7 +243,7 @@ class Worker:
         def in_project(value: dict) -> bool:
             return value.get("org") == org and (project is None or value.get("project") == project)
 
-        if kind == "token-revoked":  # the token and the child tokens minted from it
+        if kind in ("token-revoked", "token-retiring"):  # the token and the child tokens minted from it
             self.project_tokens.evict(lambda _, v: event.get("token") in (v["jti"], v.get("parent")))
         elif kind == "identity-provider-changed":  # and the end-user tokens minted from its JWTs
             self.identity_providers.pop((org, project), None)
@@ -262,5 +262,9 @@ class Worker:
             prefix = f"{org}/{project}/" if project else f"{org}/"
             self.public_keys.evict(lambda k, _: k.startswith(prefix))
             self.admin_tokens.evict(lambda _, v: kind == "org-deleted" and v.get("org") == org)
+        elif kind == "signing-key-retired":  # tokens of the retired versions are verified again, and refused
+            prefix = f"{org}/{project}/" if org else "admin/"
+            self.public_keys.evict(lambda k, _: k.startswith(prefix))
+            (self.project_tokens if org else self.admin_tokens).evict(lambda _, v: not org or in_project(v))
         elif kind == "member-removed":
             self.admin_tokens.evict(lambda _, v: v.get("member") == event.get("member"))

@@ -28,6 +28,18 @@ EXPECTED = {
     f"{P}/usage": {"get", "delete"},
     f"{P}/usage/records": {"get"},
     f"{P}/usage/stream": {"get"},
+    f"{P}/providers/{{name}}/versions": {"get"},
+    f"{P}/providers/{{name}}/versions/{{version}}/restore": {"post"},
+    f"{P}/providers/{{name}}/rotate": {"post"},
+    f"{P}/providers/{{name}}/rotation-policy": {"put"},
+    f"{P}/tokens/{{token_id}}/rotate": {"post"},
+    f"{P}/signing-key": {"get"},
+    f"{P}/signing-key/rotate": {"post"},
+    f"{P}/signing-key/retire": {"post"},
+    f"{P}/encryption-key": {"get"},
+    f"{P}/encryption-key/rotate": {"post"},
+    f"{P}/encryption-key/rewrap": {"post"},
+    "/api/v1/orgs/{org}/rotation-due": {"get"},
 }
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 

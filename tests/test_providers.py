@@ -246,6 +246,8 @@ def test_stored_record_holds_only_ciphertext_bound_to_the_name(api, bao, project
         "ciphertext",
         "created_at",
         "updated_at",
+        "updated_by",
+        "rotate_every_days",
     }
     raw = json.dumps(data)
     assert FAKE_KEY not in raw and FAKE_KEY[:-4] not in raw

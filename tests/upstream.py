@@ -74,6 +74,7 @@ class FakeUpstream:
     def __init__(self, event_delay: float = 0.01) -> None:
         self.event_delay = event_delay  # seconds between streamed events
         self.closed_streams = 0  # /drip streams whose client went away before the end
+        self.rejected_keys: set[str] = set()  # keys a models listing (`GET .../models`) answers 401 to
         self._requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -218,7 +219,9 @@ def _make_handler(fake: FakeUpstream) -> type[BaseHTTPRequestHandler]:
                 payload = {}
             payload = payload if isinstance(payload, dict) else {}
             stream, model = payload.get("stream") is True, str(payload.get("model", "fake-model"))
-            if status := re.search(r"/status/(\d{3})$", path):
+            if path.endswith("/models") and self.command == "GET" and _sent_key(self.headers) in fake.rejected_keys:
+                self._send(401, {"error": {"message": "Incorrect API key provided.", "code": "invalid_api_key"}})
+            elif status := re.search(r"/status/(\d{3})$", path):
                 self._send(int(status[1]), {"status": int(status[1])})
             elif path.endswith("/v1/chat/completions") and self.command == "POST":
                 if stream:
@@ -260,6 +263,11 @@ def _make_handler(fake: FakeUpstream) -> type[BaseHTTPRequestHandler]:
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
 
     return Handler
+
+
+def _sent_key(headers: Any) -> str:
+    sent = headers.get("Authorization") or headers.get("x-api-key") or headers.get("x-goog-api-key") or ""
+    return sent.removeprefix("Bearer ").strip()
 
 
 def _echo_key(headers: Any, query_key: str | None) -> dict[str, Any]:

@@ -13,6 +13,13 @@ path "jetpero-transit/sign/admin" {
 path "jetpero-transit/keys/admin" {
   capabilities = ["read"]
 }
+# Rotating the admin key, and retiring old versions (min_decryption_version).
+path "jetpero-transit/keys/admin/rotate" {
+  capabilities = ["update"]
+}
+path "jetpero-transit/keys/admin/config" {
+  capabilities = ["update"]
+}
 
 # Org namespaces (children of the root namespace).
 path "sys/namespaces/*" {
@@ -44,10 +51,27 @@ path "+/+/sys/mounts/kv" {
   capabilities = ["create", "read", "update"]
 }
 path "+/+/transit/keys/provider-keys" {
-  capabilities = ["create", "update"]
+  capabilities = ["create", "read", "update"]
 }
 path "+/+/transit/keys/token-signing" {
-  capabilities = ["create", "update"]
+  capabilities = ["create", "read", "update"]
+}
+# Key rotation: a new version, and each key's config (auto_rotate_period, min_decryption_version).
+path "+/+/transit/keys/provider-keys/rotate" {
+  capabilities = ["update"]
+}
+path "+/+/transit/keys/provider-keys/config" {
+  capabilities = ["update"]
+}
+path "+/+/transit/keys/token-signing/rotate" {
+  capabilities = ["update"]
+}
+path "+/+/transit/keys/token-signing/config" {
+  capabilities = ["update"]
+}
+# The project KV's settings: how many versions of each record it keeps.
+path "+/+/kv/config" {
+  capabilities = ["update"]
 }
 path "+/+/sys/policies/acl/jetpero-project" {
   capabilities = ["create", "read", "update"]

@@ -2,7 +2,9 @@
 # Paths are relative to that namespace, so a token holding this policy there is refused
 # everywhere else: in sibling projects, in the org, and on sys/.
 
-# Provider records (ciphertext + settings) and project-token records.
+# Provider records (ciphertext + settings) and project-token records. DELETE on data/ is KV's
+# soft delete of the latest version (a deleted provider keeps its history); DELETE on metadata/
+# is the purge that destroys every version.
 path "kv/data/*" {
   capabilities = ["create", "read", "update", "delete"]
 }
@@ -15,6 +17,10 @@ path "transit/encrypt/provider-keys" {
   capabilities = ["update"]
 }
 path "transit/decrypt/provider-keys" {
+  capabilities = ["update"]
+}
+# Rotation: rewrap a ciphertext to the newest key version (the plaintext never leaves Vault).
+path "transit/rewrap/provider-keys" {
   capabilities = ["update"]
 }
 

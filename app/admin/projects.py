@@ -5,9 +5,9 @@ from __future__ import annotations
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from ..services import projects, signing
+from ..services import projects, rotation, signing
 from .auth import actor
-from .context import vault
+from .context import config, vault
 from .schemas import Jwks, Project, ProjectCreate, ProjectPatch
 
 blp = Blueprint(
@@ -24,7 +24,7 @@ class Projects(MethodView):
     @blp.response(201, Project)
     def post(self, data, org):
         """Create a project: namespace, transit keys, KV, policy (all or nothing)."""
-        return projects.create(
+        created = projects.create(
             vault(),
             actor(),
             org=org,
@@ -32,6 +32,8 @@ class Projects(MethodView):
             display_name=data.get("display_name", data["slug"]),
             allowed_origins=data["allowed_origins"],
         )
+        rotation.apply_settings(vault(), config(), org, data["slug"])  # history length, auto-rotation
+        return created
 
     @blp.response(200, Project(many=True))
     def get(self, org):

@@ -8,7 +8,7 @@ from flask_smorest import Blueprint
 from ..services import provider_keys
 from .auth import actor
 from .context import config, vault
-from .schemas import Provider, ProviderPut
+from .schemas import Provider, ProviderDelete, ProviderPut
 
 blp = Blueprint(
     "providers",
@@ -39,7 +39,11 @@ class ProviderByName(MethodView):
         """Show a provider (never its key)."""
         return provider_keys.show(vault(), actor(), org, project, name)
 
+    @blp.arguments(ProviderDelete, location="query")
     @blp.response(204)
-    def delete(self, org, project, name):
-        """Remove a provider and its key history."""
-        provider_keys.delete(vault(), actor(), org, project, name)
+    def delete(self, args, org, project, name):
+        """Remove a provider; its key history is kept until `?purge=true` destroys it."""
+        if args["purge"]:
+            provider_keys.purge(vault(), actor(), org, project, name)
+        else:
+            provider_keys.delete(vault(), actor(), org, project, name)

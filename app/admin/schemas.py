@@ -125,6 +125,13 @@ class Provider(Schema):
     version = fields.Integer(metadata={"description": "KV version: each PUT is one (the key's history)."})
     created_at = fields.String()
     updated_at = fields.String()
+    rotate_every_days = fields.Integer(allow_none=True, metadata={"description": "Rotation policy (days)."})
+    rotate_by = fields.String(allow_none=True, metadata={"description": "When the key should be replaced."})
+    overdue = fields.Boolean()
+
+
+class ProviderDelete(Schema):
+    purge = fields.Boolean(load_default=False, metadata={"description": "Also destroy every kept version."})
 
 
 class TokenCreate(Schema):
@@ -145,6 +152,7 @@ class Token(Schema):
     expires_at = fields.Integer()
     revoked_at = fields.String(allow_none=True)
     created_by = fields.String()
+    retire_at = fields.Integer(allow_none=True, metadata={"description": "Rotated: refused from then on (epoch)."})
 
 
 class TokenCreated(Token):

@@ -10,7 +10,7 @@ request's path as far as they can (see each module).
 """
 
 from .logs import configure_logging
-from .metrics import cache_counts, flush_metrics, vault_observer
+from .metrics import cache_counts, flush_metrics, provider_key_ages, vault_observer
 from .middleware import ENTRY, EVENT_STREAM, UPSTREAM_REQUEST_ID, init_app, request_id
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "cache_counts",
     "configure_logging",
     "flush_metrics",
+    "provider_key_ages",
     "init_app",
     "request_id",
     "vault_observer",

@@ -13,6 +13,7 @@ import atexit
 import hmac
 import os
 import threading
+import time
 from bisect import bisect_left
 
 from flask import Response, abort, current_app, request
@@ -37,7 +38,28 @@ VAULT_ERRORS = Counter("jetpero_vault_errors_total", "Vault calls that failed.",
 CACHE = Counter("jetpero_cache_lookups_total", "Per-worker cache lookups.", ["cache", "result"])
 ACTIVE_STREAMS = Gauge("jetpero_active_streams", "Proxied responses being relayed.", multiprocess_mode="livesum")
 
+KEY_AGE = Gauge(
+    "jetpero_provider_key_age_seconds",
+    "Seconds since each provider key was set (from the rotation job's last read).",
+    ["org", "project", "provider"],
+    multiprocess_mode="mostrecent",
+)
+
 _children: dict[tuple, object] = {}
+
+
+def provider_key_ages(ages: dict[tuple[str, str, str], float]) -> None:
+    """Set the key-age gauge from {(org, project, provider): when set}; drop providers now gone."""
+    stamp = time.time()
+    for labels in set(_key_age_labels) - set(ages):
+        KEY_AGE.remove(*labels)
+    for labels, since in ages.items():
+        KEY_AGE.labels(*labels).set(stamp - since)
+    _key_age_labels.clear()
+    _key_age_labels.update(ages)
+
+
+_key_age_labels: set[tuple[str, str, str]] = set()
 
 
 def _child(metric, *labels: str):

@@ -24,6 +24,7 @@ PUBLIC_FIELDS = (
     "expires_at",
     "revoked_at",
     "created_by",
+    "retire_at",
 )
 
 ID_LENGTH = 32  # hex digits: a uuid4's (`tokens.new_jti`)

@@ -14,11 +14,16 @@ def read(client: hvac.Client, mount: str, path: str) -> tuple[dict, int]:
 
 
 def read_or_empty(client: hvac.Client, mount: str, path: str) -> tuple[dict, int]:
-    """Like `read`, but ({}, 0) when the record does not exist (0 is the CAS for "create")."""
+    """Like `read`, but ({}, 0) when the record does not exist (0 is the CAS for "create"), and
+    ({}, latest version) when its latest version is deleted (history kept: the CAS to write again)."""
     try:
-        return read(client, mount, path)
+        response = client.secrets.kv.v2.read_secret_version(
+            path=path, mount_point=mount, raise_on_deleted_version=False
+        )
     except InvalidPath:
         return {}, 0
+    data = response["data"]
+    return data["data"] or {}, int(data["metadata"]["version"])
 
 
 def write(client: hvac.Client, mount: str, path: str, data: dict, *, cas: int) -> int:
@@ -42,3 +47,27 @@ def keys(client: hvac.Client, mount: str, path: str) -> list[str]:
 
 def enable(client: hvac.Client, path: str, description: str) -> None:
     client.sys.enable_secrets_engine(backend_type="kv", path=path, options={"version": "2"}, description=description)
+
+
+def history(client: hvac.Client, mount: str, path: str) -> tuple[int, dict[int, dict]]:
+    """(current version, {version: {created_time, deletion_time, destroyed}}) of every version kept."""
+    data = client.secrets.kv.v2.read_secret_metadata(path=path, mount_point=mount)["data"]
+    return int(data["current_version"]), {int(v): meta for v, meta in data["versions"].items()}
+
+
+def read_version(client: hvac.Client, mount: str, path: str, version: int) -> dict | None:
+    """The data of one version, None when it is deleted or destroyed."""
+    response = client.secrets.kv.v2.read_secret_version(
+        path=path, version=version, mount_point=mount, raise_on_deleted_version=False
+    )
+    return response["data"]["data"]
+
+
+def soft_delete(client: hvac.Client, mount: str, path: str) -> None:
+    """Delete the latest version only: reads see no record, the history stays (until purged)."""
+    client.secrets.kv.v2.delete_latest_version_of_secret(path=path, mount_point=mount)
+
+
+def configure(client: hvac.Client, mount: str, *, max_versions: int) -> None:
+    """The mount's settings: how many versions of each record it keeps, check-and-set on."""
+    client.secrets.kv.v2.configure(max_versions=max_versions, mount_point=mount)
