@@ -72,6 +72,8 @@ def error_response(status: int, message: str, *, errors: dict | None = None, hea
 
 
 def _http(exc: HTTPException):
+    if exc.response is not None:  # built on purpose (e.g. a limit's 429 in the provider's error shape)
+        return exc.response
     data = getattr(exc, "data", None) or {}
     errors = data.get("messages") if isinstance(data, dict) else None
     message = data.get("message") if isinstance(data, dict) and data.get("message") else exc.description

@@ -145,6 +145,7 @@ class Worker:
         self.public_keys = Cache("public_keys")
         self.provider_keys = Cache("provider_keys")
         self.projects = Cache("projects")
+        self.policies = Cache("policies")  # (org, project, token id) -> Rules; (org, project, provider, "prices")
         self.on_tick: list = []  # called after each poll (e.g. flushing buffered logs)
         self.on_start: list = []  # called once when the worker starts (after the fork)
         self.on_stop: list = []  # called when it stops
@@ -205,7 +206,7 @@ class Worker:
             self._thread.join(timeout=5)
 
     def caches(self) -> tuple[Cache, ...]:
-        return (self.project_tokens, self.admin_tokens, self.public_keys, self.provider_keys, self.projects)
+        return (self.project_tokens, self.admin_tokens, self.public_keys, self.provider_keys, self.projects, self.policies)
 
     def report_caches(self, report) -> None:
         """Hand each cache's hit and miss counts since the last call to `report(name, hits, misses)`."""
@@ -228,6 +229,8 @@ class Worker:
             self.project_tokens.evict(lambda _, v: v["jti"] == event.get("token"))
         elif kind == "provider-changed":
             self.provider_keys.pop((org, project, event.get("provider")), None)
+        elif kind == "policy-changed":
+            self.policies.evict(lambda k, _: k[0] == org and k[1] == project)
         elif kind == "project-updated":
             self.projects.pop((org, project), None)
             self.project_tokens.evict(lambda _, v: in_project(v))
@@ -235,6 +238,7 @@ class Worker:
             self.project_tokens.evict(lambda _, v: in_project(v))
             self.provider_keys.evict(lambda k, _: k[0] == org and (project is None or k[1] == project))
             self.projects.evict(lambda k, _: k[0] == org and (project is None or k[1] == project))
+            self.policies.evict(lambda k, _: k[0] == org and (project is None or k[1] == project))
             prefix = f"{org}/{project}/" if project else f"{org}/"
             self.public_keys.evict(lambda k, _: k.startswith(prefix))
             self.admin_tokens.evict(lambda _, v: kind == "org-deleted" and v.get("org") == org)
