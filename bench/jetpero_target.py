@@ -54,8 +54,10 @@ def _wait_ready(url: str, deadline: float) -> None:
     raise RuntimeError(f"JetPero did not become ready at {url}")
 
 
-def start_jetpero(upstream_url: str) -> tuple[str, dict[str, str], Callable[[], None]]:
-    base, operator, project, stop = start_project(upstream_url)
+def start_jetpero(
+    upstream_url: str, extra_env: dict[str, str] | None = None
+) -> tuple[str, dict[str, str], Callable[[], None]]:
+    base, operator, project, stop = start_project(upstream_url, extra_env)
     try:
         token = issue(project, operator)
     except BaseException:
@@ -110,6 +112,8 @@ def start_project(
             "JETPERO_ALLOW_PRIVATE_UPSTREAMS": "true",
             "JETPERO_BIND": f"127.0.0.1:{app_port}",
             "JETPERO_WORKERS": "2",
+            "JETPERO_DATABASE_URL": f"sqlite:///{workdir}/jetpero.db",  # its own, removed by stop()
+            "JETPERO_COUNTERS_PATH": f"{workdir}/counters.sqlite3",
             **(extra_env or {}),
         }
         operator = subprocess.run(

@@ -68,9 +68,7 @@ def run(up_url: str, stores: list[str], rounds: int, seconds: float) -> dict[str
     with tempfile.TemporaryDirectory(prefix="jetpero-bench-limits-") as work:
         for store in stores:
             redis = start_redis(Path(work)) if store == "redis" else None
-            env = {"JETPERO_COUNTERS_PATH": str(Path(work) / "counters.sqlite3")}
-            env |= {"JETPERO_REDIS_URL": redis.url} if redis else {}
-            env["JETPERO_DATABASE_URL"] = f"sqlite:///{Path(work) / f'{store}.db'}"
+            env = {"JETPERO_REDIS_URL": redis.url} if redis else {}
             try:
                 base, operator, project, stop = start_project(up_url, env)
                 try:

@@ -132,7 +132,9 @@ def test_a_cost_budget_needs_a_price(client, api, proj, provider):
     assert api.put(f"{proj.path}/providers/openai/prices", json=prices).status_code == 200
     # reserved: ~120 prompt tokens at 1/1K + 50 completion tokens at 10/1K = ~0.62 of the 1.00
     assert chat(client, token).status_code == 200
-    assert openai_error(chat(client, token), 429, "cost_per_day")["type"] == "insufficient_quota"
+    costly = {**BODY, "max_tokens": 200}  # 200 completion tokens alone may cost 2.00
+    error = openai_error(chat(client, token, costly), 429, "cost_per_day")
+    assert error["type"] == "insufficient_quota" and "a cost of 1.00 per day" in error["message"]
 
 
 def test_concurrent_streams(client, api, proj, provider):
