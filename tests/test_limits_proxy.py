@@ -253,3 +253,13 @@ def test_a_chunked_body_is_forwarded_intact(live, api, proj, upstream):
     finally:
         connection.close()
     assert upstream.requests[-1].body == raw
+
+
+def test_a_call_without_a_body_keeps_nothing_of_its_reservation(client, api, proj, provider):
+    token = issue_token(api, proj)
+    set_policy(api, proj, token, limits={"tokens_per_day": 5000})  # one 4,096-token estimate fits, not two
+    for _ in range(3):
+        response = client.get("/proxy/openai/v1/models", headers=bearer(token["token"]))
+        response.close()
+        assert response.status_code == 200
+    assert chat(client, token).status_code == 200

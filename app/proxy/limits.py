@@ -23,7 +23,7 @@ from flask import Response, current_app
 from werkzeug.exceptions import HTTPException
 
 from ..errors import ApiError
-from ..rules.policy import Estimate, Subjects
+from ..rules.policy import Estimate, Price, Subjects
 from ..rules.scope import MAX_BODY_DEFAULT, BodyFields, BodyTooLarge, BodyUnreadable, read_body_fields
 from ..services import policies
 from ..services.limits import Admission, Limits, refusal_response
@@ -32,9 +32,7 @@ from .call import Call
 
 BODY_LIMIT = MAX_BODY_DEFAULT  # bytes of a request body read to find its model and max_tokens
 ESTIMATE_TOKENS = 4096  # completion tokens reserved without max_tokens, unless the project says otherwise
-ADMISSION = "limits.admission"  # call.notes keys: what admit took, for settle
-ESTIMATE = "limits.estimate"
-PRICE = "limits.price"
+ADMISSION = "limits.admission"  # call.notes key: what admit took, for settle
 _NO_BODY = BodyFields(None, None, False, b"")
 
 
@@ -98,14 +96,13 @@ class LimitsConcern:
         admission = self.engine().admit(subjects, policy, estimate)
         if admission.refusal is not None:
             raise Refusal(self._refused(call, admission))
-        call.notes[ADMISSION], call.notes[ESTIMATE], call.notes[PRICE] = admission, estimate, price
+        call.notes[ADMISSION] = (admission, estimate, price, bool(body.body))
 
     def settle(self, call: Call) -> None:
-        admission: Admission | None = call.notes.pop(ADMISSION, None)
-        if admission is None:
+        taken: tuple[Admission, Estimate, Price | None, bool] | None = call.notes.pop(ADMISSION, None)
+        if taken is None:
             return
-        estimate: Estimate = call.notes.pop(ESTIMATE)
-        price = call.notes.pop(PRICE)
+        admission, estimate, price, generated = taken
         usage = call.notes.get("usage") or {}
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
         total = usage.get("total_tokens")
@@ -114,9 +111,9 @@ class LimitsConcern:
         if total is not None:
             cost = price.cost(prompt or 0, completion or max(total - (prompt or 0), 0)) if price else Decimal(0)
             self.engine().settle(admission, total, cost)
-        elif call.sent is None or (call.status or 0) >= 400:  # never sent, or refused by the provider: nothing spent
-            self.engine().settle(admission, 0)
-        else:  # sent and answered, but its spend is unknown: the reservation stands
+        elif call.sent is None or (call.status or 0) >= 400 or not generated:
+            self.engine().settle(admission, 0)  # never sent, refused by the provider, or no body to generate from
+        else:  # a generation whose spend is unknown (a cut stream, a stream without usage): the reservation stands
             self.engine().settle(admission, estimate.tokens, estimate.cost)
 
     def _bind(self):
