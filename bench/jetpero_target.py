@@ -135,7 +135,7 @@ def start_project(
             )
         )
         base = f"http://127.0.0.1:{app_port}"
-        _wait_ready(f"{base}/healthz", time.monotonic() + 30)
+        _wait_ready(f"{base}/healthz", time.monotonic() + 90)  # a busy machine starts gunicorn slowly
         api = f"{base}/api/v1"
         _call("POST", f"{api}/orgs", operator, {"slug": "bench"})
         _call("POST", f"{api}/orgs/bench/projects", operator, {"slug": "bench.co"})
