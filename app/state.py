@@ -206,7 +206,14 @@ class Worker:
             self._thread.join(timeout=5)
 
     def caches(self) -> tuple[Cache, ...]:
-        return (self.project_tokens, self.admin_tokens, self.public_keys, self.provider_keys, self.projects, self.policies)
+        return (
+            self.project_tokens,
+            self.admin_tokens,
+            self.public_keys,
+            self.provider_keys,
+            self.projects,
+            self.policies,
+        )
 
     def report_caches(self, report) -> None:
         """Hand each cache's hit and miss counts since the last call to `report(name, hits, misses)`."""
