@@ -50,6 +50,7 @@ audit: install
 
 bench: install
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.limited
 
 bench-instructions: install
 	$(BIN)/python -m bench.instructions

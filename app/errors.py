@@ -84,6 +84,8 @@ def error_response(status: int, message: str, *, errors: dict | None = None, hea
 
 
 def _http(exc: HTTPException):
+    if exc.response is not None:  # built on purpose (e.g. a limit's 429 in the provider's error shape)
+        return exc.response
     data = getattr(exc, "data", None) or {}
     errors = data.get("messages") if isinstance(data, dict) else None
     if isinstance(errors, dict):  # {location: [...]} (a body that is not JSON): schema-level, as marshmallow names it

@@ -151,6 +151,7 @@ class Worker:
         self.budget = Budget()  # Vault loads that tokens not yet verified may cause
         # (org, project) -> what end-user tokens rest on: origins and trusted IdPs
         self.identity_providers = Cache("identity_providers", expiry=itemgetter("until"))
+        self.policies = Cache("policies")  # (org, project, token id) -> Rules; (org, project, provider, "prices")
         self.on_tick: list = []  # called after each poll (e.g. flushing buffered logs)
         self.on_start: list = []  # called once when the worker starts (after the fork)
         self.on_stop: list = []  # called when it stops
@@ -222,6 +223,7 @@ class Worker:
             self.provider_keys,
             self.projects,
             self.identity_providers,
+            self.policies,
         )
 
     def report_caches(self, report) -> None:
@@ -250,6 +252,8 @@ class Worker:
             self.project_tokens.evict(lambda _, v: in_project(v) and v.get("idp") == event.get("idp"))
         elif kind == "provider-changed":
             self.provider_keys.pop((org, project, event.get("provider")), None)
+        elif kind == "policy-changed":
+            self.policies.evict(lambda k, _: k[0] == org and k[1] == project)
         elif kind == "project-updated":
             self.projects.pop((org, project), None)
             self.identity_providers.pop((org, project), None)
@@ -259,6 +263,7 @@ class Worker:
             self.provider_keys.evict(lambda k, _: k[0] == org and (project is None or k[1] == project))
             self.projects.evict(lambda k, _: k[0] == org and (project is None or k[1] == project))
             self.identity_providers.evict(lambda k, _: k[0] == org and (project is None or k[1] == project))
+            self.policies.evict(lambda k, _: k[0] == org and (project is None or k[1] == project))
             prefix = f"{org}/{project}/" if project else f"{org}/"
             self.public_keys.evict(lambda k, _: k.startswith(prefix))
             self.admin_tokens.evict(lambda _, v: kind == "org-deleted" and v.get("org") == org)

@@ -54,7 +54,33 @@ def _wait_ready(url: str, deadline: float) -> None:
     raise RuntimeError(f"JetPero did not become ready at {url}")
 
 
-def start_jetpero(upstream_url: str) -> tuple[str, dict[str, str], Callable[[], None]]:
+def start_jetpero(
+    upstream_url: str, extra_env: dict[str, str] | None = None
+) -> tuple[str, dict[str, str], Callable[[], None]]:
+    base, operator, project, stop = start_project(upstream_url, extra_env)
+    try:
+        token = issue(project, operator)
+    except BaseException:
+        stop(keep_logs=True)
+        raise
+    return f"{base}/proxy/openai", {"Authorization": f"Bearer {token['token']}"}, stop
+
+
+def issue(project: str, operator: str, policy: dict | None = None) -> dict:
+    """A project token (with its own policy, if given) of the project at admin URL `project`."""
+    token = _call(
+        "POST", f"{project}/tokens", operator, {"name": "bench", "environment": "development", "expires_in": 3600}
+    )
+    if policy is not None:
+        _call("PUT", f"{project}/tokens/{token['id']}/policy", operator, policy)
+    return token
+
+
+def start_project(
+    upstream_url: str, extra_env: dict[str, str] | None = None
+) -> tuple[str, str, str, Callable[..., None]]:
+    """JetPero with a project whose `openai` provider is the bench upstream: (base URL, operator
+    token, the project's admin URL, stop_fn)."""
     workdir = Path(tempfile.mkdtemp(prefix="jetpero-bench-"))
     bao_port, app_port = free_port(), free_port()
     root_token = secrets.token_hex(16)
@@ -86,6 +112,9 @@ def start_jetpero(upstream_url: str) -> tuple[str, dict[str, str], Callable[[], 
             "JETPERO_ALLOW_PRIVATE_UPSTREAMS": "true",
             "JETPERO_BIND": f"127.0.0.1:{app_port}",
             "JETPERO_WORKERS": "2",
+            "JETPERO_DATABASE_URL": f"sqlite:///{workdir}/jetpero.db",  # its own, removed by stop()
+            "JETPERO_COUNTERS_PATH": f"{workdir}/counters.sqlite3",
+            **(extra_env or {}),
         }
         operator = subprocess.run(
             [sys.executable, "-m", "flask", "--app", "wsgi", "operator-token", "--name", "bench"],
@@ -106,7 +135,7 @@ def start_jetpero(upstream_url: str) -> tuple[str, dict[str, str], Callable[[], 
             )
         )
         base = f"http://127.0.0.1:{app_port}"
-        _wait_ready(f"{base}/healthz", time.monotonic() + 30)
+        _wait_ready(f"{base}/healthz", time.monotonic() + 90)  # a busy machine starts gunicorn slowly
         api = f"{base}/api/v1"
         _call("POST", f"{api}/orgs", operator, {"slug": "bench"})
         _call("POST", f"{api}/orgs/bench/projects", operator, {"slug": "bench.co"})
@@ -117,10 +146,7 @@ def start_jetpero(upstream_url: str) -> tuple[str, dict[str, str], Callable[[], 
             operator,
             {"template": "openai", "api_key": FAKE_KEY, "base_url": upstream_url},
         )
-        token = _call(
-            "POST", f"{project}/tokens", operator, {"name": "bench", "environment": "development", "expires_in": 3600}
-        )["token"]
     except BaseException:
         stop(keep_logs=True)
         raise
-    return f"{base}/proxy/openai", {"Authorization": f"Bearer {token}"}, stop
+    return base, operator, project, stop

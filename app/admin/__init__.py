@@ -9,7 +9,7 @@ from werkzeug.routing import BaseConverter, ValidationError
 from .. import docs
 from ..errors import ApiError
 from ..rules.slugs import SLUG_PATTERN, is_slug
-from . import audit, identity_providers, members, orgs, projects, providers, rotation, tokens, usage
+from . import audit, identity_providers, members, orgs, policies, projects, providers, rotation, tokens, usage
 from .auth import authenticate
 from .openapi import make_api
 from .schemas import SLUG_DOC
@@ -29,6 +29,7 @@ BLUEPRINTS = (
     identity_providers.blp,
     audit.blp,
     usage.blp,
+    policies.blp,
 )
 
 

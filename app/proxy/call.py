@@ -90,4 +90,6 @@ class Concerns:
 
 def concerns_for(config) -> Concerns:
     """The one list of the proxy's concerns (limits, usage and budgets plug in here)."""
-    return Concerns(())
+    from .limits import LimitsConcern  # noqa: PLC0415 - limits imports this module
+
+    return Concerns((LimitsConcern(config),))

@@ -1,13 +1,15 @@
 """Limit policies (pure): what a token, an end user or a client IP may spend, and what a request may.
 
-A project's `LimitSet` is the default for its tokens and a token's own overrides it field by
-field (`Policy.resolve`); unset fields are no limit. `Estimate` is what admission reserves.
+A project's `LimitSet` is the default for its tokens and a ceiling: a token's own limit applies
+only where it is tighter (`Policy.resolve`, `LimitSet.within`), so no token is ever looser than its
+project. Unset fields are no limit. `Estimate` is what admission reserves.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from decimal import Decimal
+from functools import cached_property
 
 
 @dataclass(frozen=True)
@@ -29,10 +31,44 @@ class LimitSet:
             if value is not None and (isinstance(value, bool) or not value > 0):
                 raise ValueError(f"{f.name} must be greater than 0 (or unset for no limit), not {value!r}")
 
-    def over(self, defaults: LimitSet) -> LimitSet:
-        """These limits where set, `defaults` elsewhere (a token's own over its project's)."""
-        own = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
-        return replace(defaults, **own)
+    def within(self, ceiling: LimitSet) -> LimitSet:
+        """Field by field the tighter of these limits and `ceiling`'s (unset: the other's)."""
+        tighter = {}
+        for f in fields(self):
+            own, cap = getattr(self, f.name), getattr(ceiling, f.name)
+            tighter[f.name] = cap if own is None else own if cap is None else min(own, cap)
+        return LimitSet(**tighter)
+
+    @classmethod
+    def parse(cls, data: dict) -> LimitSet:
+        """A LimitSet from its JSON form (costs as decimal strings); ValueError names the bad field."""
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"{unknown[0]} is not a limit (known: {', '.join(f.name for f in fields(cls))})")
+        values = {}
+        for name, value in data.items():
+            if value is None:
+                continue
+            if name.startswith("cost_"):
+                try:
+                    values[name] = Decimal(str(value))
+                except ArithmeticError:
+                    raise ValueError(f"{name} must be a decimal number, not {value!r}") from None
+                if not values[name].is_finite():
+                    raise ValueError(f"{name} must be a finite number, not {value!r}")
+            elif isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be a whole number, not {value!r}")
+            else:
+                values[name] = value
+        return cls(**values)
+
+    def as_json(self) -> dict:
+        """The set limits as JSON values (costs as decimal strings)."""
+        return {
+            f.name: str(value) if isinstance(value, Decimal) else value
+            for f in fields(self)
+            if (value := getattr(self, f.name)) is not None
+        }
 
     @property
     def empty(self) -> bool:
@@ -51,7 +87,27 @@ class Policy:
     def resolve(
         cls, project_defaults: LimitSet, token_own: LimitSet, user: LimitSet = LimitSet(), ip: LimitSet = LimitSet()
     ) -> Policy:
-        return cls(token=token_own.over(project_defaults), user=user, ip=ip)
+        return cls(token=token_own.within(project_defaults), user=user, ip=ip)
+
+    @cached_property
+    def empty(self) -> bool:
+        return self.token.empty and self.user.empty and self.ip.empty
+
+    @cached_property
+    def costs(self) -> bool:
+        """Whether any cost budget applies (then a request's model needs a price)."""
+        return any(s.cost_per_day is not None or s.cost_per_month is not None for s in (self.token, self.user, self.ip))
+
+    @cached_property
+    def reads_body(self) -> bool:
+        """Whether admission needs the request body (budgets reserve `max_tokens`; streams are leased)."""
+        return (
+            any(
+                s.concurrent_streams is not None or s.tokens_per_day is not None or s.tokens_per_month is not None
+                for s in (self.token, self.user, self.ip)
+            )
+            or self.costs
+        )
 
 
 @dataclass(frozen=True)
@@ -70,6 +126,21 @@ class Price:
 
     input_per_1k: Decimal
     output_per_1k: Decimal
+
+    @classmethod
+    def parse(cls, data: dict) -> Price:
+        """A Price from `{"input_per_1k": "0.0025", "output_per_1k": "0.01"}`; ValueError names the field."""
+        if not isinstance(data, dict) or set(data) != {"input_per_1k", "output_per_1k"}:
+            raise ValueError("a price is {input_per_1k, output_per_1k}, both decimal numbers of 0 or more")
+        values = {}
+        for name, value in data.items():
+            try:
+                values[name] = Decimal(str(value)) if not isinstance(value, bool) else Decimal("nan")
+            except ArithmeticError:
+                values[name] = Decimal("nan")
+            if not values[name].is_finite() or values[name] < 0:
+                raise ValueError(f"{name} must be a decimal number of 0 or more, not {value!r}")
+        return cls(**values)
 
     def cost(self, input_tokens: int, output_tokens: int) -> Decimal:
         return (self.input_per_1k * input_tokens + self.output_per_1k * output_tokens) / 1000

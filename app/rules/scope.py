@@ -28,6 +28,10 @@ class BodyUnreadable(ValueError):
     """The request body's model cannot be read within the limit, so the request is refused."""
 
 
+class BodyTooLarge(BodyUnreadable):
+    """The request body is longer than the limit (a 413 for the caller)."""
+
+
 def _segments(path: str) -> list[str] | None:
     """The path's segments, or None when it is not a plain path (dot segments, escapes, empties)."""
     parts = path.strip("/").split("/") if isinstance(path, str) and len(path) <= 2048 else []
@@ -145,7 +149,7 @@ def read_body_fields(read: Callable[[int], bytes], limit: int = MAX_BODY_DEFAULT
         chunks.append(chunk)
         size += len(chunk)
     if size > limit:
-        raise BodyUnreadable(f"the request body is over {limit} bytes, so its model cannot be checked")
+        raise BodyTooLarge(f"the request body is over {limit} bytes, so its model cannot be checked")
     body = b"".join(chunks)
     try:
         data = json.loads(body.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant)

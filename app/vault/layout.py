@@ -35,6 +35,9 @@ PROJECTS = "projects"  # in ORG_MOUNT
 PROVIDERS = "providers"  # in KV
 TOKENS = "tokens"  # in KV
 IDPS = "idps"  # in KV: trusted identity providers and their end-user policies
+PROJECT_POLICY = "policies/project"  # in KV: the project's limits, allowlist, end-user limits
+TOKEN_POLICIES = "policies/tokens"  # noqa: S105 - in KV: one token's own limits, allowlist, scope
+PRICES = "prices"  # in KV: one provider's per-model prices
 
 
 def record(folder: str, name: str) -> str:
