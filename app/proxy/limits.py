@@ -63,7 +63,9 @@ class LimitsConcern:
     def admit(self, call: Call) -> None:
         worker = self.worker or self._bind()
         claims = call.claims
-        key = (claims["org"], claims["project"], claims["jti"])
+        # A child token has its parent's policy; an end-user token (from the exchange) has none of
+        # its own, only the project's (and its end-user limits): no Vault read per minted token.
+        key = (claims["org"], claims["project"], None if "idp" in claims else claims.get("parent", claims["jti"]))
         rules = worker.policies.get_or_load(key, policies.rules, worker.vault, *key)
         if rules is policies.UNLIMITED:
             return

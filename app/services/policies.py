@@ -222,10 +222,11 @@ def set_prices(vault: Vault, actor: Actor, org: str, project: str, provider: str
     return _public_prices(provider, written)
 
 
-def rules(vault: Vault, org: str, project: str, token_id: str) -> Rules:
-    """What the proxy enforces for `token_id` (read from Vault; the proxy caches it per worker)."""
+def rules(vault: Vault, org: str, project: str, token_id: str | None) -> Rules:
+    """What the proxy enforces for `token_id` (None: a token with no record, an end user's; read from
+    Vault, cached by the proxy per worker)."""
     project_data = _read(vault, org, project, PROJECT_POLICY)[0]
-    token_data = _read(vault, org, project, record(TOKEN_POLICIES, token_id))[0]
+    token_data = _read(vault, org, project, record(TOKEN_POLICIES, token_id))[0] if token_id else {}
     policy = Policy.resolve(
         _limits(project_data, "limits"),
         _limits(token_data, "limits"),
