@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import hvac
-from hvac.exceptions import InvalidPath
+from hvac.exceptions import InvalidPath, InvalidRequest
+
+from .errors import Unavailable
+
+READY_WAIT = 5.0  # seconds a new mount gets to finish upgrading itself
+_UPGRADING = "Upgrading from non-versioned to versioned data"
 
 
 def read(client: hvac.Client, mount: str, path: str) -> tuple[dict, int]:
@@ -41,4 +48,19 @@ def keys(client: hvac.Client, mount: str, path: str) -> list[str]:
 
 
 def enable(client: hvac.Client, path: str, description: str) -> None:
+    """Mount a KV v2 engine and return once it serves requests. A new mount first upgrades
+    itself and meanwhile answers "invalid request" to everything (with raft storage about one
+    mount in ten, for ~50 ms): wait for that, up to READY_WAIT (then Unavailable, a 503)."""
     client.sys.enable_secrets_engine(backend_type="kv", path=path, options={"version": "2"}, description=description)
+    deadline, pause = time.monotonic() + READY_WAIT, 0.01
+    while True:
+        try:
+            client.secrets.kv.v2.read_configuration(mount_point=path)
+            return
+        except InvalidRequest as exc:
+            if _UPGRADING not in " ".join(exc.errors or [str(exc)]):
+                raise
+        if time.monotonic() > deadline:
+            raise Unavailable()
+        time.sleep(pause)
+        pause = min(pause * 2, 0.2)
