@@ -8,6 +8,7 @@ from flask_smorest import Blueprint
 from ..services import projects, signing
 from .auth import actor
 from .context import vault
+from .pages import LINK, PageArgs, answer
 from .schemas import Jwks, Project, ProjectCreate, ProjectPatch
 
 blp = Blueprint(
@@ -33,10 +34,11 @@ class Projects(MethodView):
             allowed_origins=data["allowed_origins"],
         )
 
-    @blp.response(200, Project(many=True))
-    def get(self, org):
-        """List the org's projects."""
-        return projects.list_all(vault(), actor(), org)
+    @blp.arguments(PageArgs, location="query")
+    @blp.response(200, Project(many=True), headers=LINK)
+    def get(self, args, org):
+        """List the org's projects (a page: see `Link`)."""
+        return answer(projects.list_all(vault(), actor(), org, **args), args)
 
 
 @blp.route("/<slug:project>")

@@ -14,7 +14,7 @@ from ..vault.connection import Vault
 from ..vault.layout import ENCRYPTION_KEY, KV, PROVIDERS, TRANSIT, record
 from . import changes
 from .actor import Actor
-from .common import now
+from .common import PAGE_LIMIT, Page, now, page, read_each
 from .errors import Invalid
 
 PUBLIC_FIELDS = ("template", "base_url", "auth_type", "auth_name", "key_hint", "created_at", "updated_at")
@@ -55,10 +55,15 @@ def _get(vault: Vault, org: str, project: str, name: str) -> dict:
     return _public(name, data, version)
 
 
-def names(vault: Vault, org: str, project: str) -> list[str]:
-    """The project's provider names, sorted."""
-    found = vault.project(org, project, lambda c: kv.keys(c, KV, PROVIDERS))
-    return sorted(name for name in found if not name.endswith("/"))
+def unknown(vault: Vault, org: str, project: str, wanted: list[str]) -> list[str]:
+    """Those of `wanted` the project has no provider of (one metadata read each, however many
+    providers the project has)."""
+
+    def known(name: str) -> dict:
+        vault.project(org, project, lambda c: kv.metadata(c, KV, record(PROVIDERS, name)))
+        return {}
+
+    return [name for name, found in zip(wanted, read_each(known, wanted), strict=True) if found is None]
 
 
 def show(vault: Vault, actor: Actor, org: str, project: str, name: str) -> dict:
@@ -66,9 +71,13 @@ def show(vault: Vault, actor: Actor, org: str, project: str, name: str) -> dict:
     return _get(vault, org, project, name)
 
 
-def list_all(vault: Vault, actor: Actor, org: str, project: str) -> list[dict]:
+def list_all(
+    vault: Vault, actor: Actor, org: str, project: str, *, after: str | None = None, limit: int = PAGE_LIMIT
+) -> Page:
+    """The project's providers after `after` in name order."""
     actor.require("viewer", org)
-    return [_get(vault, org, project, name) for name in names(vault, org, project)]
+    names = vault.project(org, project, lambda c: kv.keys(c, KV, PROVIDERS))
+    return page(names, lambda name: _get(vault, org, project, name), after=after, limit=limit)
 
 
 def delete(vault: Vault, actor: Actor, org: str, project: str, name: str) -> None:

@@ -28,6 +28,11 @@ def read_or_empty(client: hvac.Client, mount: str, path: str) -> tuple[dict, int
         return {}, 0
 
 
+def metadata(client: hvac.Client, mount: str, path: str) -> dict:
+    """The record's metadata (versions, times; never its data); NotFound when it does not exist."""
+    return client.secrets.kv.v2.read_secret_metadata(path=path, mount_point=mount)["data"]
+
+
 def write(client: hvac.Client, mount: str, path: str, data: dict, *, cas: int) -> int:
     """Write a new version only if the current one is `cas` (0: must not exist yet)."""
     response = client.secrets.kv.v2.create_or_update_secret(path=path, secret=data, cas=cas, mount_point=mount)
