@@ -128,7 +128,9 @@ def run(tokens: int, repeat: int, storage: str) -> dict:
                 "storage": storage,
                 "page": _median([_measure(api, counter, f"{path}?limit={PAGE}", follow=False) for _ in range(repeat)]),
                 "full": _median([_measure(api, counter, path, follow=True) for _ in range(repeat)]),
-                "full@1000": _median([_measure(api, counter, f"{path}?limit=1000", follow=True) for _ in range(repeat)]),
+                "full@1000": _median(
+                    [_measure(api, counter, f"{path}?limit=1000", follow=True) for _ in range(repeat)]
+                ),
             }
         finally:
             if app is not None:

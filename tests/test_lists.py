@@ -90,7 +90,9 @@ def test_every_list_pages(api, kind):
     project = create_project(api)
     org_path = f"/orgs/{project.org}"
     if kind == "members":
-        made = sorted(api.post(f"{org_path}/members", json={"name": f"m{i}", "role": "viewer"}).json["id"] for i in range(3))
+        made = sorted(
+            api.post(f"{org_path}/members", json={"name": f"m{i}", "role": "viewer"}).json["id"] for i in range(3)
+        )
         path, key = f"{org_path}/members", "id"
     elif kind == "projects":
         made = sorted([project.slug, *(create_project(api, project.org).slug for _ in range(2))])
