@@ -93,9 +93,12 @@ class PruningJob:
     """A worker tick hook: every `every` seconds, `prune_tokens` in a thread of its own (the tick
     is never delayed), by whichever worker of whichever node holds the database lease."""
 
-    def __init__(self, vault: Vault, engine: Engine, retention_days: int, *, every: float = 3600, first: float = 120):
+    def __init__(
+        self, vault: Vault, engine: Engine, retention_days: int, *, every: float = 3600, holder: str | None = None
+    ):
         self.vault, self.engine, self.retention_days, self.every = vault, engine, retention_days, every
-        self._due = time.monotonic() + first
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}"
+        self._due = time.monotonic() + every  # a period after start: retention is counted in days
 
     def __call__(self) -> None:
         if time.monotonic() < self._due:
@@ -105,9 +108,8 @@ class PruningJob:
 
     def run(self, *, now: float | None = None) -> int | None:
         """One run: the count pruned, or None when another holder has the lease or it failed."""
-        holder = f"{socket.gethostname()}:{os.getpid()}"
         try:
-            if not leases.acquire(self.engine, LEASE, holder, self.every):
+            if not leases.acquire(self.engine, LEASE, self.holder, self.every):
                 return None
             with audit.bound(self.engine, audit.Context(request_id="job:token-pruning")):
                 count = prune_tokens(self.vault, self.retention_days, now=now)
