@@ -9,11 +9,13 @@ import uuid
 from contextlib import contextmanager
 
 import pytest
+import requests
 
 from app.vault import kv
 from app.vault.layout import KV, PROVIDERS, TOKENS, record
 from tests.checks import assert_error
 from tests.helpers import FAKE_KEY, create_project, issue_token, put_provider, unique
+from tests.servers import Gunicorn
 
 
 @contextmanager
@@ -181,3 +183,22 @@ def test_openapi_documents_the_page(app):
         assert params["limit"]["schema"]["maximum"] == 1000, path
         assert "cursor" in params, path
         assert "Link" in get["responses"]["200"]["headers"], path
+
+
+def test_pages_under_gunicorn_gevent_workers(api, bao, approle_file, operator_token, tmp_path):
+    """The page's concurrent reads work in gevent workers (threads there are greenlets)."""
+    project = create_project(api)
+    ids = _seed_tokens(bao, project, 30)
+    env = {"VAULT_ADDR": bao.addr, "VAULT_APPROLE_FILE": approle_file, "JETPERO_LOG_LEVEL": "WARNING"}
+    server = Gunicorn(env, tmp_path / "gunicorn.log", workers=1)
+    try:
+        session, seen, url = requests.Session(), [], f"/api/v1{project.path}/tokens?limit=20"
+        session.headers["Authorization"] = f"Bearer {operator_token}"
+        while url:
+            response = session.get(server.url + url, timeout=30)
+            assert response.status_code == 200, response.text
+            seen += [token["id"] for token in response.json()]
+            url = response.links.get("next", {}).get("url")
+        assert seen == ids
+    finally:
+        server.stop()
