@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 import hvac
-from hvac.exceptions import InvalidPath, InvalidRequest
+from hvac.exceptions import Forbidden, InvalidPath, InvalidRequest
 
-from .errors import Unavailable
+from .errors import PolicyDenied, Unavailable
 
 READY_WAIT = 5.0  # seconds a new mount gets to finish upgrading itself
 _UPGRADING = "Upgrading from non-versioned to versioned data"
@@ -62,6 +62,8 @@ def enable(client: hvac.Client, path: str, description: str) -> None:
         try:
             client.secrets.kv.v2.read_configuration(mount_point=path)
             return
+        except Forbidden:  # our policy lacks the probe: a bug, never a retry of the whole (made) mount
+            raise PolicyDenied() from None
         except InvalidRequest as exc:
             if _UPGRADING not in " ".join(exc.errors or [str(exc)]):
                 raise
