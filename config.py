@@ -155,6 +155,12 @@ class Config:
         _positive_int,
         "Seconds a live usage stream (SSE) stays open; the browser's EventSource then reconnects.",
     )
+    JETPERO_TOKEN_RECORD_RETENTION_DAYS: int = setting(
+        "30",
+        _positive_int,
+        "Days a project token's record is kept once it has expired or been revoked; then it is pruned"
+        " (its history stays in the audit trail).",
+    )
     JETPERO_REDIS_URL: str = setting(
         "", _str, "Redis URL of the shared counters (rate limits, budgets, streams); empty: the embedded store."
     )

@@ -16,6 +16,7 @@ from .proxy.call import concerns_for
 from .proxy.upstream import Upstream
 from .proxy.views import CONCERNS, UPSTREAM
 from .proxy.views import bp as proxy_bp
+from .services.pruning import PruningJob
 from .services.rotation_job import RotationJob
 from .services.usage import RetentionJob, UsageWriter
 from .state import Worker
@@ -50,6 +51,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.extensions["jetpero.usage"] = usage = UsageWriter(engine, bound=config.JETPERO_USAGE_QUEUE)
     worker.on_tick.append(RetentionJob(engine))
     worker.on_tick.append(RotationJob(engine, vault, config, observability.provider_key_ages))
+    worker.on_tick.append(PruningJob(vault, engine, config.JETPERO_TOKEN_RECORD_RETENTION_DAYS))
     worker.on_start.append(usage.start)  # the usage writer starts after the fork, with the poller
     worker.on_stop.append(usage.stop)
     observability.init_app(app)

@@ -37,7 +37,7 @@ def test_a_role_is_never_granted_above_the_actors_own(vault, config, org):
     admin = Actor(kind="member", id="1" * 16, role="admin", org=org)
     with pytest.raises(NotAllowed, match="above your own"):
         members.add(vault, config, admin, org, name="boss", role="owner")
-    assert members.list_all(vault, COMMAND_LINE, org) == []
+    assert members.list_all(vault, COMMAND_LINE, org).items == []
 
 
 def test_a_member_whose_token_cannot_be_signed_is_removed_again(vault, config, org, monkeypatch):
@@ -47,7 +47,7 @@ def test_a_member_whose_token_cannot_be_signed_is_removed_again(vault, config, o
     monkeypatch.setattr(signing, "sign_admin", refuse)
     with pytest.raises(RuntimeError):
         members.add(vault, config, COMMAND_LINE, org, name="ci", role="viewer")
-    assert members.list_all(vault, COMMAND_LINE, org) == []
+    assert members.list_all(vault, COMMAND_LINE, org).items == []
 
 
 def test_an_actor_of_another_org_is_refused_whatever_they_ask(vault, config, org):

@@ -50,6 +50,10 @@ path "+/+/sys/mounts/transit" {
 path "+/+/sys/mounts/kv" {
   capabilities = ["create", "read", "update"]
 }
+# The KV mount's settings (no record): read until a new mount has finished upgrading itself.
+path "+/+/kv/config" {
+  capabilities = ["read"]
+}
 path "+/+/transit/keys/provider-keys" {
   capabilities = ["create", "read", "update"]
 }

@@ -17,6 +17,10 @@ path "sys/mounts/jetpero-kv" {
 path "sys/mounts/jetpero-transit" {
   capabilities = ["create", "read", "update"]
 }
+# The registry mount's settings (no record): read until a new mount has finished upgrading itself.
+path "jetpero-kv/config" {
+  capabilities = ["read"]
+}
 
 # The admin-token signing key: read its public keys, create it if missing.
 path "jetpero-transit/keys/admin" {

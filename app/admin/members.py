@@ -8,6 +8,7 @@ from flask_smorest import Blueprint
 from ..services import members
 from .auth import actor
 from .context import config, vault
+from .pages import LINK, PageArgs, answer
 from .schemas import Member, MemberCreate, MemberCreated
 
 blp = Blueprint("members", __name__, url_prefix="/api/v1/orgs/<slug:org>/members", description="Org members and roles.")
@@ -21,10 +22,11 @@ class Members(MethodView):
         """Add a member with a role (never above your own); their token is shown once."""
         return members.add(vault(), config(), actor(), org, name=data["name"], role=data["role"])
 
-    @blp.response(200, Member(many=True))
-    def get(self, org):
-        """List the members."""
-        return members.list_all(vault(), actor(), org)
+    @blp.arguments(PageArgs, location="query")
+    @blp.response(200, Member(many=True), headers=LINK)
+    def get(self, args, org):
+        """List the members (a page: see `Link`)."""
+        return answer(members.list_all(vault(), actor(), org, **args), args)
 
 
 @blp.route("/<string:member_id>")

@@ -8,6 +8,7 @@ from flask_smorest import Blueprint
 from ..services import cascade, orgs
 from .auth import actor
 from .context import vault
+from .pages import LINK, PageArgs, answer
 from .schemas import Org, OrgCreate, OrgDeleteArgs
 
 blp = Blueprint("orgs", __name__, url_prefix="/api/v1/orgs", description="Organisations (a Vault namespace each).")
@@ -21,10 +22,11 @@ class Orgs(MethodView):
         """Create an organisation (operators)."""
         return orgs.create(vault(), actor(), slug=data["slug"], display_name=data.get("display_name", data["slug"]))
 
-    @blp.response(200, Org(many=True))
-    def get(self):
-        """List the organisations you can see."""
-        return orgs.list_all(vault(), actor())
+    @blp.arguments(PageArgs, location="query")
+    @blp.response(200, Org(many=True), headers=LINK)
+    def get(self, args):
+        """List the organisations you can see (a page: see `Link`)."""
+        return answer(orgs.list_all(vault(), actor(), **args), args)
 
 
 @blp.route("/<slug:org>")

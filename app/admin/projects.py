@@ -8,6 +8,7 @@ from flask_smorest import Blueprint
 from ..services import projects, rotation, signing
 from .auth import actor
 from .context import config, vault
+from .pages import LINK, PageArgs, answer
 from .schemas import Jwks, Project, ProjectCreate, ProjectPatch
 
 blp = Blueprint(
@@ -35,10 +36,11 @@ class Projects(MethodView):
         rotation.apply_settings(vault(), config(), org, data["slug"])  # history length, auto-rotation
         return created
 
-    @blp.response(200, Project(many=True))
-    def get(self, org):
-        """List the org's projects."""
-        return projects.list_all(vault(), actor(), org)
+    @blp.arguments(PageArgs, location="query")
+    @blp.response(200, Project(many=True), headers=LINK)
+    def get(self, args, org):
+        """List the org's projects (a page: see `Link`)."""
+        return answer(projects.list_all(vault(), actor(), org, **args), args)
 
 
 @blp.route("/<slug:project>")

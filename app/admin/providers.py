@@ -8,6 +8,7 @@ from flask_smorest import Blueprint
 from ..services import provider_keys
 from .auth import actor
 from .context import config, vault
+from .pages import LINK, PageArgs, answer
 from .schemas import Provider, ProviderDelete, ProviderPut
 
 blp = Blueprint(
@@ -20,10 +21,11 @@ blp = Blueprint(
 
 @blp.route("")
 class Providers(MethodView):
-    @blp.response(200, Provider(many=True))
-    def get(self, org, project):
-        """List the project's providers (never their keys)."""
-        return provider_keys.list_all(vault(), actor(), org, project)
+    @blp.arguments(PageArgs, location="query")
+    @blp.response(200, Provider(many=True), headers=LINK)
+    def get(self, args, org, project):
+        """List the project's providers, never their keys (a page: see `Link`)."""
+        return answer(provider_keys.list_all(vault(), actor(), org, project, **args), args)
 
 
 @blp.route("/<slug:name>")

@@ -8,6 +8,7 @@ from flask_smorest import Blueprint
 from ..services import project_tokens
 from .auth import actor
 from .context import config, vault
+from .pages import LINK, PageArgs, answer
 from .schemas import Token, TokenCreate, TokenCreated
 
 blp = Blueprint(
@@ -26,10 +27,11 @@ class Tokens(MethodView):
         """Issue a project token; its value is shown once."""
         return project_tokens.issue(vault(), config(), actor(), org, project, data)
 
-    @blp.response(200, Token(many=True))
-    def get(self, org, project):
-        """List the project's tokens (never their values)."""
-        return project_tokens.list_all(vault(), actor(), org, project)
+    @blp.arguments(PageArgs, location="query")
+    @blp.response(200, Token(many=True), headers=LINK)
+    def get(self, args, org, project):
+        """List the project's tokens, never their values (a page: see `Link`)."""
+        return answer(project_tokens.list_all(vault(), actor(), org, project, **args), args)
 
 
 @blp.route("/<string:token_id>")

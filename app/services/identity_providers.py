@@ -55,7 +55,7 @@ def _checked(vault: Vault, config: Config, org: str, project: str, name: str, da
         raise Invalid(f"policy.environment must be one of {', '.join(ENVIRONMENTS)}.")
     scope = sorted(set(policy.get("scope") or ["*"]))
     if scope != ["*"]:
-        unknown = sorted(set(scope) - set(provider_keys.names(vault, org, project)))
+        unknown = provider_keys.unknown(vault, org, project, scope)
         if unknown:
             raise Invalid(f"policy.scope names providers the project does not have: {', '.join(unknown)}.")
     for other, settings in _all(vault, org, project).items():

@@ -18,7 +18,7 @@ from ..vault.errors import NotFound
 from ..vault.layout import MEMBERS, OPERATORS, ORG_MOUNT, REGISTRY, record
 from . import admin_tokens, changes, orgs
 from .actor import MEMBER, OPERATOR, Actor
-from .common import checked_id, now, quietly
+from .common import PAGE_LIMIT, Page, checked_id, now, page, quietly
 from .errors import Missing
 
 ID_LENGTH = 16  # hex digits
@@ -68,11 +68,12 @@ def show(vault: Vault, actor: Actor, org: str, member_id: str) -> dict:
     return get(vault, org, checked_id(member_id, ID_LENGTH, "member"))
 
 
-def list_all(vault: Vault, actor: Actor, org: str) -> list[dict]:
+def list_all(vault: Vault, actor: Actor, org: str, *, after: str | None = None, limit: int = PAGE_LIMIT) -> Page:
+    """The org's members after `after` in id order."""
     actor.require("viewer", org)
     orgs.get(vault, org)  # an unknown org is Missing, not an empty list
     ids = vault.app(lambda c: kv.keys(c, ORG_MOUNT, MEMBERS), namespace=org)
-    return [get(vault, org, member_id) for member_id in sorted(ids)]
+    return page(ids, lambda member_id: get(vault, org, member_id), after=after, limit=limit)
 
 
 def remove(vault: Vault, actor: Actor, org: str, member_id: str) -> None:

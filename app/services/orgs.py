@@ -10,7 +10,7 @@ from ..vault.connection import Vault
 from ..vault.errors import Conflict, NotFound
 from ..vault.layout import ORG_MOUNT, ORGS, REGISTRY, record
 from .actor import Actor
-from .common import new_namespace, now, quietly
+from .common import PAGE_LIMIT, Page, new_namespace, now, page, quietly
 from .errors import Exists, Missing
 
 
@@ -52,10 +52,8 @@ def show(vault: Vault, actor: Actor, slug: str) -> dict:
     return get(vault, slug)
 
 
-def list_all(vault: Vault, actor: Actor) -> list[dict]:
-    """Every org for an operator; a member's own org for them."""
+def list_all(vault: Vault, actor: Actor, *, after: str | None = None, limit: int = PAGE_LIMIT) -> Page:
+    """The orgs after `after` in name order: every org for an operator, a member's own for them."""
     actor.require("viewer")
-    if not actor.is_operator:
-        return [get(vault, actor.org)]
-    names = vault.app(lambda c: kv.keys(c, REGISTRY, ORGS))
-    return [get(vault, name) for name in sorted(names) if not name.endswith("/")]
+    names = vault.app(lambda c: kv.keys(c, REGISTRY, ORGS)) if actor.is_operator else [actor.org]
+    return page(names, lambda name: get(vault, name), after=after, limit=limit)

@@ -200,7 +200,7 @@ def _public_prices(provider: str, data: dict) -> dict:
 
 
 def _known_provider(vault: Vault, org: str, project: str, provider: str) -> None:
-    if provider not in provider_keys.names(vault, org, project):
+    if provider_keys.unknown(vault, org, project, [provider]):
         raise NotFound()
 
 

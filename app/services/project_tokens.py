@@ -12,7 +12,7 @@ from ..vault.errors import NotFound
 from ..vault.layout import KV, TOKENS, record
 from . import changes, projects, provider_keys, signing
 from .actor import Actor
-from .common import checked_id, now, quietly
+from .common import PAGE_LIMIT, Page, checked_id, now, page, quietly
 from .errors import Invalid, Missing
 
 PUBLIC_FIELDS = (
@@ -41,7 +41,7 @@ def _checked(vault: Vault, config: Config, org: str, project: str, data: dict) -
     project_record = projects.get(vault, org, project)
     scope = data.get("scope") or ["*"]
     if scope != ["*"]:
-        unknown = sorted(set(scope) - set(provider_keys.names(vault, org, project)))
+        unknown = provider_keys.unknown(vault, org, project, sorted(set(scope)))
         if unknown:
             raise Invalid(f"scope names providers the project does not have: {', '.join(unknown)}.", field="scope")
     origins = data.get("allowed_origins")
@@ -96,10 +96,13 @@ def show(vault: Vault, actor: Actor, org: str, project: str, token_id: str) -> d
     return get(vault, org, project, checked_id(token_id, ID_LENGTH, "token"))
 
 
-def list_all(vault: Vault, actor: Actor, org: str, project: str) -> list[dict]:
+def list_all(
+    vault: Vault, actor: Actor, org: str, project: str, *, after: str | None = None, limit: int = PAGE_LIMIT
+) -> Page:
+    """The project's token records after `after` in id order (revoked and expired ones too, until pruned)."""
     actor.require("viewer", org)
     ids = vault.project(org, project, lambda c: kv.keys(c, KV, TOKENS))
-    return [get(vault, org, project, token_id) for token_id in sorted(ids)]
+    return page(ids, lambda token_id: get(vault, org, project, token_id), after=after, limit=limit)
 
 
 def revoke(vault: Vault, actor: Actor, org: str, project: str, token_id: str) -> dict:

@@ -23,7 +23,7 @@ from ..vault.layout import (
 )
 from . import changes, orgs
 from .actor import Actor
-from .common import new_namespace, now, quietly
+from .common import PAGE_LIMIT, Page, new_namespace, now, page, quietly
 from .errors import Exists, Missing
 
 
@@ -94,10 +94,11 @@ def slugs(vault: Vault, org: str) -> list[str]:
     return sorted(name for name in names if not name.endswith("/"))
 
 
-def list_all(vault: Vault, actor: Actor, org: str) -> list[dict]:
+def list_all(vault: Vault, actor: Actor, org: str, *, after: str | None = None, limit: int = PAGE_LIMIT) -> Page:
+    """The org's projects after `after` in slug order."""
     actor.require("viewer", org)
     orgs.get(vault, org)
-    return [get(vault, org, slug) for slug in slugs(vault, org)]
+    return page(slugs(vault, org), lambda slug: get(vault, org, slug), after=after, limit=limit)
 
 
 def update(vault: Vault, actor: Actor, org: str, slug: str, edits: dict) -> dict:

@@ -16,7 +16,7 @@ from ..vault.errors import NotFound
 from ..vault.layout import ENCRYPTION_KEY, KV, PROVIDERS, TRANSIT, project_namespace, record
 from . import audit, changes, projects
 from .actor import Actor
-from .common import now
+from .common import PAGE_LIMIT, Page, now, page, read_each
 from .errors import Invalid, Missing
 
 PUBLIC_FIELDS = (
@@ -78,20 +78,32 @@ def _get(vault: Vault, org: str, project: str, name: str) -> dict:
 
 
 def names(vault: Vault, org: str, project: str) -> list[str]:
-    """The project's provider names, sorted."""
+    """The project's provider names, sorted (a metadata read each: for jobs, not for requests)."""
 
     def live(client) -> list[str]:
         found = [name for name in kv.keys(client, KV, PROVIDERS) if not name.endswith("/")]
-        return [name for name in found if _is_live(client, name)]
+        return [name for name in found if _is_live(kv.metadata(client, KV, record(PROVIDERS, name)))]
 
     return sorted(vault.project(org, project, live))
 
 
-def _is_live(client, name: str) -> bool:
+def _is_live(meta: dict) -> bool:
     """A record whose latest version is not deleted (a deleted provider keeps its history)."""
-    current, kept = kv.history(client, KV, record(PROVIDERS, name))
-    latest = kept.get(current, {})
+    latest = meta["versions"].get(str(meta["current_version"]), {})
     return not latest.get("deletion_time") and not latest.get("destroyed")
+
+
+def unknown(vault: Vault, org: str, project: str, wanted: list[str]) -> list[str]:
+    """Those of `wanted` the project has no provider of (one metadata read each, however many
+    providers the project has); a deleted one (its history kept) is unknown."""
+
+    def known(name: str) -> dict:
+        meta = vault.project(org, project, lambda c: kv.metadata(c, KV, record(PROVIDERS, name)))
+        if not _is_live(meta):
+            raise NotFound()
+        return {}
+
+    return [name for name, found in zip(wanted, read_each(known, wanted), strict=True) if found is None]
 
 
 def show(vault: Vault, actor: Actor, org: str, project: str, name: str) -> dict:
@@ -99,9 +111,13 @@ def show(vault: Vault, actor: Actor, org: str, project: str, name: str) -> dict:
     return _get(vault, org, project, name)
 
 
-def list_all(vault: Vault, actor: Actor, org: str, project: str) -> list[dict]:
+def list_all(
+    vault: Vault, actor: Actor, org: str, project: str, *, after: str | None = None, limit: int = PAGE_LIMIT
+) -> Page:
+    """The project's providers after `after` in name order."""
     actor.require("viewer", org)
-    return [_get(vault, org, project, name) for name in names(vault, org, project)]
+    names = vault.project(org, project, lambda c: kv.keys(c, KV, PROVIDERS))
+    return page(names, lambda name: _get(vault, org, project, name), after=after, limit=limit)
 
 
 def delete(vault: Vault, actor: Actor, org: str, project: str, name: str) -> None:

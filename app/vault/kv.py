@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import hvac
-from hvac.exceptions import InvalidPath
+from hvac.exceptions import Forbidden, InvalidPath, InvalidRequest
+
+from .errors import PolicyDenied, Unavailable
+
+READY_WAIT = 5.0  # seconds a new mount gets to finish upgrading itself
+_UPGRADING = "Upgrading from non-versioned to versioned data"
 
 
 def read(client: hvac.Client, mount: str, path: str) -> tuple[dict, int]:
@@ -26,6 +33,11 @@ def read_or_empty(client: hvac.Client, mount: str, path: str) -> tuple[dict, int
     return data["data"] or {}, int(data["metadata"]["version"])
 
 
+def metadata(client: hvac.Client, mount: str, path: str) -> dict:
+    """The record's metadata (versions, times; never its data); NotFound when it does not exist."""
+    return client.secrets.kv.v2.read_secret_metadata(path=path, mount_point=mount)["data"]
+
+
 def write(client: hvac.Client, mount: str, path: str, data: dict, *, cas: int) -> int:
     """Write a new version only if the current one is `cas` (0: must not exist yet)."""
     response = client.secrets.kv.v2.create_or_update_secret(path=path, secret=data, cas=cas, mount_point=mount)
@@ -46,12 +58,29 @@ def keys(client: hvac.Client, mount: str, path: str) -> list[str]:
 
 
 def enable(client: hvac.Client, path: str, description: str) -> None:
+    """Mount a KV v2 engine and return once it serves requests. A new mount first upgrades
+    itself and meanwhile answers "invalid request" to everything (with raft storage about one
+    mount in ten, for ~50 ms): wait for that, up to READY_WAIT (then Unavailable, a 503)."""
     client.sys.enable_secrets_engine(backend_type="kv", path=path, options={"version": "2"}, description=description)
+    deadline, pause = time.monotonic() + READY_WAIT, 0.01
+    while True:
+        try:
+            client.secrets.kv.v2.read_configuration(mount_point=path)
+            return
+        except Forbidden:  # our policy lacks the probe: a bug, never a retry of the whole (made) mount
+            raise PolicyDenied() from None
+        except InvalidRequest as exc:
+            if _UPGRADING not in " ".join(exc.errors or [str(exc)]):
+                raise
+        if time.monotonic() > deadline:
+            raise Unavailable()
+        time.sleep(pause)
+        pause = min(pause * 2, 0.2)
 
 
 def history(client: hvac.Client, mount: str, path: str) -> tuple[int, dict[int, dict]]:
     """(current version, {version: {created_time, deletion_time, destroyed}}) of every version kept."""
-    data = client.secrets.kv.v2.read_secret_metadata(path=path, mount_point=mount)["data"]
+    data = metadata(client, mount, path)
     return int(data["current_version"]), {int(v): meta for v, meta in data["versions"].items()}
 
 
