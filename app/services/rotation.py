@@ -29,10 +29,20 @@ from ..vault.layout import (
 )
 from . import audit, changes, project_tokens, projects, provider_keys
 from .actor import Actor
-from .common import checked_id, now, quietly
+from .common import MAX_PAGE_LIMIT, checked_id, now, quietly
 from .errors import Invalid
 
 DAY = 86400
+
+
+def _every_provider(vault: Vault, actor: Actor, org: str, project: str):
+    after = None
+    while True:
+        page = provider_keys.list_all(vault, actor, org, project, after=after, limit=MAX_PAGE_LIMIT)
+        yield from page.items
+        if page.next is None:
+            return
+        after = page.next
 
 
 def due(vault: Vault, actor: Actor, org: str) -> list[dict]:
@@ -40,7 +50,7 @@ def due(vault: Vault, actor: Actor, org: str) -> list[dict]:
     actor.require("viewer", org)
     found = []
     for project in projects.slugs(vault, org):
-        for provider in provider_keys.list_all(vault, actor, org, project):
+        for provider in _every_provider(vault, actor, org, project):
             if provider["overdue"]:
                 found.append(
                     {
