@@ -7,12 +7,15 @@ from werkzeug.routing import BaseConverter, ValidationError
 
 from .. import docs
 from ..rules.slugs import SLUG_PATTERN, is_slug
-from . import audit, members, orgs, projects, providers, tokens, usage
-from .auth import authenticate
+from . import audit, members, orgs, projects, providers, settings, tokens, usage
+from .auth import authenticate, record_refusal
 
-BLUEPRINTS = (orgs.blp, members.blp, projects.blp, providers.blp, tokens.blp, audit.blp, usage.blp)
-for _blp in BLUEPRINTS:
-    _blp.before_request(authenticate)  # once, at import: a bad admin token is a 401 before any input is read
+BLUEPRINTS = (orgs.blp, members.blp, projects.blp, providers.blp, tokens.blp, audit.blp, usage.blp, settings.blp)
+for _blp in BLUEPRINTS:  # once, at import:
+    _blp.before_request(audit.bind_trail)  # the request's audit trail first, so refusals are recorded
+    _blp.before_request(authenticate)  # a bad admin token is a 401 before any input is read
+    _blp.after_request(record_refusal)
+    _blp.teardown_request(audit.unbind_trail)
 
 
 class SlugConverter(BaseConverter):

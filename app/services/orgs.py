@@ -8,6 +8,7 @@ from __future__ import annotations
 from ..vault import kv
 from ..vault.connection import Vault
 from ..vault.layout import ORG_MOUNT, ORGS, REGISTRY, record
+from . import audit
 from .actor import Actor
 from .common import new_namespace, now, quietly
 
@@ -20,16 +21,17 @@ def create(vault: Vault, actor: Actor, *, slug: str, display_name: str) -> dict:
     """Claim the name, then make the namespace and its KV; undo everything on failure (operators)."""
     actor.require("operator")
     data = {"display_name": display_name, "created_at": now()}
-    vault.app(lambda c: kv.write(c, REGISTRY, record(ORGS, slug), data, cas=0))  # Conflict if taken
+    with audit.changing(actor, "org.created", audit.Target(name=slug)):  # an operator-level event
+        vault.app(lambda c: kv.write(c, REGISTRY, record(ORGS, slug), data, cas=0))  # Conflict if taken
 
-    def provision() -> None:
-        vault.app(lambda c: kv.enable(c, ORG_MOUNT, "JetPero org records"), namespace=slug)
+        def provision() -> None:
+            vault.app(lambda c: kv.enable(c, ORG_MOUNT, "JetPero org records"), namespace=slug)
 
-    try:
-        new_namespace(vault, None, slug, "org", provision)
-    except BaseException:
-        quietly(lambda: vault.app(lambda c: kv.delete(c, REGISTRY, record(ORGS, slug))))
-        raise
+        try:
+            new_namespace(vault, None, slug, "org", provision)
+        except BaseException:
+            quietly(lambda: vault.app(lambda c: kv.delete(c, REGISTRY, record(ORGS, slug))))
+            raise
     return _public(slug, data)
 
 

@@ -9,7 +9,7 @@ from ..rules import tokens
 from ..vault import kv
 from ..vault.connection import Vault
 from ..vault.layout import KV, TOKENS, record
-from . import changes, projects, provider_keys, signing
+from . import audit, changes, projects, provider_keys, signing
 from .actor import Actor
 from .common import checked_id, now, quietly
 from .errors import Invalid
@@ -32,9 +32,7 @@ def _public(token_id: str, data: dict) -> dict:
     return {"id": token_id, **{field: data.get(field) for field in PUBLIC_FIELDS}}
 
 
-def _checked(
-    vault: Vault, config: Config, org: str, project: str, data: dict
-) -> tuple[list[str], list[str] | None]:
+def _checked(vault: Vault, config: Config, org: str, project: str, data: dict) -> tuple[list[str], list[str] | None]:
     """(scope, origins) once every rule holds: lifetime, known providers, origins of the project."""
     if data["expires_in"] > config.JETPERO_MAX_TOKEN_TTL:
         raise Invalid(f"expires_in is above the maximum of {config.JETPERO_MAX_TOKEN_TTL} seconds.")
@@ -72,12 +70,13 @@ def issue(vault: Vault, config: Config, actor: Actor, org: str, project: str, da
         "created_at": now(),
         "revoked_at": None,
     }
-    vault.project(org, project, lambda c: kv.write(c, KV, record(TOKENS, token_id), stored, cas=0))
-    try:
-        value = signing.sign_project(vault, org, project, claims)
-    except BaseException:
-        quietly(lambda: vault.project(org, project, lambda c: kv.delete(c, KV, record(TOKENS, token_id))))
-        raise
+    with audit.changing(actor, "token.issued", audit.Target(org, project, token_id), detail=data["environment"]):
+        vault.project(org, project, lambda c: kv.write(c, KV, record(TOKENS, token_id), stored, cas=0))
+        try:
+            value = signing.sign_project(vault, org, project, claims)
+        except BaseException:
+            quietly(lambda: vault.project(org, project, lambda c: kv.delete(c, KV, record(TOKENS, token_id))))
+            raise
     return {**_public(token_id, stored), "token": value}
 
 
@@ -110,6 +109,7 @@ def revoke(vault: Vault, actor: Actor, org: str, project: str, token_id: str) ->
             kv.write(client, KV, record(TOKENS, token_id), data, cas=version)
         return data
 
-    data = vault.project(org, project, mark)
-    changes.publish(vault, "token-revoked", org=org, project=project, token=token_id)
+    with audit.changing(actor, "token.revoked", audit.Target(org, project, token_id)):
+        data = vault.project(org, project, mark)
+        changes.publish(vault, "token-revoked", org=org, project=project, token=token_id)
     return _public(token_id, data)

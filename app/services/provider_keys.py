@@ -12,7 +12,7 @@ from ..rules import providers
 from ..vault import kv, transit
 from ..vault.connection import Vault
 from ..vault.layout import ENCRYPTION_KEY, KV, PROVIDERS, TRANSIT, record
-from . import changes
+from . import audit, changes
 from .actor import Actor
 from .common import now
 from .errors import Invalid
@@ -45,8 +45,9 @@ def put(vault: Vault, config: Config, actor: Actor, org: str, project: str, name
         }
         return stored, kv.write(client, KV, record(PROVIDERS, name), stored, cas=version)
 
-    stored, version = vault.project(org, project, write)
-    changes.publish(vault, "provider-changed", org=org, project=project, provider=name)
+    with audit.changing(actor, "provider.set", audit.Target(org, project, name)):
+        stored, version = vault.project(org, project, write)
+        changes.publish(vault, "provider-changed", org=org, project=project, provider=name)
     return _public(name, stored, version)
 
 
@@ -75,8 +76,9 @@ def delete(vault: Vault, actor: Actor, org: str, project: str, name: str) -> Non
     """Remove a provider and its key history (admins)."""
     actor.require("admin", org)
     _get(vault, org, project, name)
-    vault.project(org, project, lambda c: kv.delete(c, KV, record(PROVIDERS, name)))
-    changes.publish(vault, "provider-changed", org=org, project=project, provider=name)
+    with audit.changing(actor, "provider.deleted", audit.Target(org, project, name)):
+        vault.project(org, project, lambda c: kv.delete(c, KV, record(PROVIDERS, name)))
+        changes.publish(vault, "provider-changed", org=org, project=project, provider=name)
 
 
 def load_with_key(vault: Vault, org: str, project: str, name: str) -> tuple[dict, str]:
