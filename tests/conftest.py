@@ -14,6 +14,7 @@ import secrets
 import pytest
 
 from app import create_app
+from app.services import audit
 from app.vault.bootstrap import bootstrap
 from tests.checks import CheckedApi
 from tests.helpers import FAKE_KEY, Bao, make_config, project_path, unique
@@ -82,6 +83,15 @@ def live(app):
     server = LiveServer(app)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def trail(app):
+    """Bind the app's audit trail for services called without a request (as a job would):
+    their changes are recorded, not refused. Yields the database engine."""
+    engine = app.extensions["jetpero.db"]
+    with audit.bound(engine, audit.Context(request_id="pytest", user_agent="pytest")):
+        yield engine
 
 
 @pytest.fixture(scope="session")

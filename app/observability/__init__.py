@@ -10,7 +10,7 @@ request's path as far as they can (see each module).
 """
 
 from .logs import configure_logging
-from .metrics import cache_counts, flush_metrics, vault_observer
+from .metrics import cache_counts, flush_metrics, vault_observer, watch_usage
 from .middleware import ENTRY, EVENT_STREAM, UPSTREAM_REQUEST_ID, init_app, request_id
 
 __all__ = [
@@ -23,4 +23,5 @@ __all__ = [
     "init_app",
     "request_id",
     "vault_observer",
+    "watch_usage",
 ]

@@ -23,6 +23,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 
+from .usage import Usage
+
 
 class Call:
     """What the phases know of one call. Set by admit: `token`, `claims`; by resolve: `record`,
@@ -88,6 +90,6 @@ class Concerns:
         self.settle = tuple(c.settle for c in self.all if hasattr(c, "settle"))
 
 
-def concerns_for(config) -> Concerns:
+def concerns_for(config, usage_writer=None) -> Concerns:
     """The one list of the proxy's concerns (limits, usage and budgets plug in here)."""
-    return Concerns(())
+    return Concerns((Usage(usage_writer),) if usage_writer is not None and config.JETPERO_USAGE_LOG else ())
