@@ -10,7 +10,7 @@ from sqlalchemy import text
 from app.admin import auth
 from app.services import audit, projects, provider_keys, usage
 from app.services.usage import UsageWriter
-from tests.checks import CheckedApi
+from tests.checks import CheckedApi, assert_nothing_stored
 from tests.helpers import FAKE_KEY, project_path
 
 
@@ -158,3 +158,17 @@ def test_deleting_a_project_or_an_org_deletes_its_usage_records(app, api, org, p
     assert api.delete(f"/orgs/{org}", query_string={"cascade": "true"}).status_code == 204
     assert usage.records(db, org, "other")["records"] == []
     assert records(app, org, action="project.deleted")  # the audit records stay (retention)
+
+
+def test_the_end_of_session_check_finds_a_token_in_any_row(engine, operator_token):
+    """What the `app` fixture's teardown runs over the session's database catches a leak."""
+    audit.record(engine, audit.Actor("operator", "op"), "leak.test", audit.Target("leaky"), outcome="succeeded")
+    assert_nothing_stored(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE audit_records SET user_agent = :ua"), {"ua": "curl " + operator_token.rsplit(".", 1)[1]}
+        )
+    with pytest.raises(AssertionError, match="token value"):
+        assert_nothing_stored(engine)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE audit_records SET user_agent = NULL"))
