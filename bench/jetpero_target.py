@@ -1,6 +1,6 @@
 """How bench.run starts JetPero as the third target.
 
-``start_jetpero(upstream_url)`` starts a throw-away OpenBao (dev mode), bootstraps it, starts
+``start_jetpero(upstream_url, extra_env)`` starts a throw-away OpenBao (dev mode), bootstraps it, starts
 JetPero under gunicorn with the same worker settings as the floor (``-k gevent -w 2``, via
 gunicorn.conf.py), creates an org, a project, an `openai`-template provider whose base URL is
 the bench upstream (on loopback, so private upstreams are allowed here) and a project token,
@@ -54,7 +54,9 @@ def _wait_ready(url: str, deadline: float) -> None:
     raise RuntimeError(f"JetPero did not become ready at {url}")
 
 
-def start_jetpero(upstream_url: str) -> tuple[str, dict[str, str], Callable[[], None]]:
+def start_jetpero(
+    upstream_url: str, extra_env: dict[str, str] | None = None
+) -> tuple[str, dict[str, str], Callable[[], None]]:
     workdir = Path(tempfile.mkdtemp(prefix="jetpero-bench-"))
     bao_port, app_port = free_port(), free_port()
     root_token = secrets.token_hex(16)
@@ -86,6 +88,8 @@ def start_jetpero(upstream_url: str) -> tuple[str, dict[str, str], Callable[[], 
             "JETPERO_ALLOW_PRIVATE_UPSTREAMS": "true",
             "JETPERO_BIND": f"127.0.0.1:{app_port}",
             "JETPERO_WORKERS": "2",
+            "JETPERO_DATABASE_URL": f"sqlite:///{workdir}/jetpero.db",  # its own, removed by stop()
+            **(extra_env or {}),
         }
         operator = subprocess.run(
             [sys.executable, "-m", "flask", "--app", "wsgi", "operator-token", "--name", "bench"],
