@@ -37,11 +37,14 @@ class Usage:
 
     def relay(self, call: Call):
         headers = call.answer.headers
-        meter = UsageMeter.for_template(
-            call.record.get("template", ""), headers.get("Content-Type"), headers.get("Content-Encoding")
-        )
+        try:
+            meter = UsageMeter.for_template(
+                call.record.get("template", ""), headers.get("Content-Type"), headers.get("Content-Encoding")
+            )
+        except Exception:  # noqa: BLE001 - an answer the meter cannot read is relayed unmetered
+            return None
         call.notes[METER] = meter
-        return meter.feed
+        return meter.feed  # never raises
 
     def settle(self, call: Call) -> None:
         meter = call.notes.pop(METER, None)
