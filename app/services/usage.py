@@ -114,9 +114,8 @@ class UsageWriter:
 
 
 def off_the_loop(fn, *args):
-    """`fn(*args)` in a real OS thread when gevent has patched threading (the writer's thread is
-    then a greenlet, and a database call would stall every request of the worker meanwhile); the
-    calling greenlet waits cooperatively. A plain call otherwise."""
+    """`fn(*args)` in a real OS thread when gevent has patched threading (a database call in a
+    greenlet would stall the whole worker); the greenlet waits cooperatively. Else a plain call."""
     if _gevent_patched():
         import gevent
 
