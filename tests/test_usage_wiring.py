@@ -68,16 +68,16 @@ def test_openai_sdk_calls_are_recorded_with_their_token_counts(app, live, projec
 def test_anthropic_sdk_calls_are_recorded_with_their_token_counts(app, live, project, with_anthropic, api):
     token = issue_token(api, Project(*project.split("/")), name="claude", environment="production")["token"]
     client = anthropic.Anthropic(base_url=f"{live.url}/proxy/anthropic", api_key=token, max_retries=0, timeout=10)
-    message = client.messages.create(model="claude-sonnet-4-5", max_tokens=64, messages=MESSAGES)
+    message = client.messages.create(model="claude-fake", max_tokens=64, messages=MESSAGES)
     assert message.usage.input_tokens == 9
-    with client.messages.stream(model="claude-sonnet-4-5", max_tokens=64, messages=MESSAGES) as stream:
+    with client.messages.stream(model="claude-fake", max_tokens=64, messages=MESSAGES) as stream:
         assert "".join(stream.text_stream) == "".join(OPENAI_TEXT)
     found = wait_records(app, project, 2)
     assert len(found) == 2
     for record in found:
         assert (record["provider"], record["model"], record["token_name"]) == (
             "anthropic",
-            "claude-sonnet-4-5",
+            "claude-fake",
             "claude",
         )
         assert (record["prompt_tokens"], record["completion_tokens"]) == (9, COMPLETION), record
