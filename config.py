@@ -150,6 +150,11 @@ class Config:
         "Usage records a worker holds while the database is unavailable; past it they are dropped"
         " (counted as `jetpero_usage_dropped_total`).",
     )
+    JETPERO_USAGE_LOG: bool = setting(
+        "true",
+        _bool,
+        "Write one usage record per proxied call (model, token counts, timings); false: none (for comparison).",
+    )
     JETPERO_USAGE_STREAM_SECONDS: int = setting(
         "300",
         _positive_int,

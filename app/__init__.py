@@ -38,7 +38,6 @@ def create_app(config: Config | None = None) -> Flask:
     worker = Worker(vault=vault, config=config)
     app.extensions["jetpero"] = worker
     upstream = app.extensions[UPSTREAM] = Upstream(config)
-    app.extensions[CONCERNS] = concerns_for(config)
     app.extensions[EXCHANGE] = Exchanger(config)
     worker.on_stop.append(upstream.stop)
 
@@ -54,6 +53,8 @@ def create_app(config: Config | None = None) -> Flask:
     worker.on_tick.append(PruningJob(vault, engine, config.JETPERO_TOKEN_RECORD_RETENTION_DAYS))
     worker.on_start.append(usage.start)  # the usage writer starts after the fork, with the poller
     worker.on_stop.append(usage.stop)
+    observability.watch_usage(usage)  # its drops in jetpero_usage_dropped_total
+    app.extensions[CONCERNS] = concerns_for(config, usage)
     observability.init_app(app)
     _start_on_first_request(app, worker)
     if proxies := config.JETPERO_TRUSTED_PROXIES:  # outermost: the request line logs the derived client IP

@@ -90,6 +90,7 @@ def _verify_project_token(worker: Worker, token: str) -> dict:
         "project": project,
         "providers": frozenset(claims["scope"].split()),
         "origins": record["allowed_origins"] or None,
+        "token_name": record["name"],
     }
 
 

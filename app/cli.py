@@ -1,11 +1,17 @@
 """Command-line tasks: `flask --app wsgi bootstrap`, `operator-token`, `audit-verify`,
-`rotate-admin-key`, `retire-admin-key`, `rotation-run`."""
+`rotate-admin-key`, `retire-admin-key`, `rotation-run`.
+
+Each command runs on an audit trail of its own (`audit.bound`, request id `cli:<command>`), so
+the changes it makes through the services are recorded like the admin API's.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
+from collections.abc import Callable
+from functools import wraps
 
 import click
 from flask import Flask, current_app
@@ -16,6 +22,19 @@ from .services.errors import Invalid
 from .store import audit_chain
 from .vault.bootstrap import admin_client, bootstrap, operator_vault_token
 from .vault.errors import VaultError
+
+
+def on_trail(command: Callable) -> Callable:
+    """Run a command with the audit trail bound (under `app.cli.command`: the app context is in)."""
+
+    @wraps(command)
+    def run(*args, **kwargs):
+        name = click.get_current_context().info_name
+        context = audit.Context(request_id=f"cli:{name}", user_agent="flask-cli")
+        with audit.bound(current_app.extensions["jetpero.db"], context):
+            return command(*args, **kwargs)
+
+    return run
 
 
 def register(app: Flask) -> None:
@@ -30,6 +49,7 @@ def register(app: Flask) -> None:
     @click.option(
         "--approle-file", default=None, help="Where to write the app's credentials (default: VAULT_APPROLE_FILE)."
     )
+    @on_trail
     def bootstrap_command(approle_file: str | None) -> None:
         """Set Vault up for JetPero (idempotent); needs VAULT_TOKEN with admin rights."""
         config = current_app.extensions["jetpero"].config
@@ -39,6 +59,7 @@ def register(app: Flask) -> None:
 
     @app.cli.command("operator-token")
     @click.option("--name", default="operator", help="Who the token is for (shown in audit fields).")
+    @on_trail
     def operator_token_command(name: str) -> None:
         """Mint an operator admin token (every org); printed once on stdout."""
         state = current_app.extensions["jetpero"]
@@ -47,9 +68,13 @@ def register(app: Flask) -> None:
         except VaultError as exc:
             click.echo(f"Vault refused or is unavailable ({type(exc).__name__}); is it bootstrapped?", err=True)
             sys.exit(1)
+        except audit.AuditUnavailable:
+            click.echo("The audit trail cannot be written (check JETPERO_DATABASE_URL); nothing was changed.", err=True)
+            sys.exit(1)
 
     @app.cli.command("operator-vault-token")
     @click.option("--ttl", default="8h", help="Lifetime of the token (Vault duration).")
+    @on_trail
     def operator_vault_token_command(ttl: str) -> None:
         """Mint a Vault token for the UI: browse every org and project, never decrypt (needs VAULT_TOKEN)."""
         click.echo(operator_vault_token(vault_admin(), ttl))

@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BODY = b'{"model":"bench-model","messages":[{"role":"user","content":"' + b"x" * 900 + b'"}]}'
 FAKE_KEY = "sk-bench-FAKE-KEY-0000000000000000"
 _COLLECTED = re.compile(r"Collected : (\d+)")
+TARGETS = ("floor", "jetpero", "nousage")  # nousage: JetPero with JETPERO_USAGE_LOG=false
 
 
 def _client(target: str, settings: dict):
@@ -60,6 +61,8 @@ def _client(target: str, settings: dict):
             "VAULT_APPROLE_FILE": settings["approle_file"],
             "JETPERO_ALLOW_PRIVATE_UPSTREAMS": "true",
             "JETPERO_SYNC_INTERVAL": "600",  # no poll during the count
+            "JETPERO_DATABASE_URL": settings["database_url"],
+            "JETPERO_USAGE_LOG": "false" if target == "nousage" else "true",  # JetPero without usage records
         }
     )
     app = create_app(config)
@@ -128,8 +131,14 @@ def set_up(work: Path) -> tuple[dict, list]:
     )
     addr, approle = openbao.address(bao_port), str(work / "approle.json")
     bootstrap(hvac.Client(url=addr, token=root_token), approle)
+    database_url = f"sqlite:///{work}/jetpero.db"
     config = Config.from_env(
-        {"VAULT_ADDR": addr, "VAULT_APPROLE_FILE": approle, "JETPERO_ALLOW_PRIVATE_UPSTREAMS": "true"}
+        {
+            "VAULT_ADDR": addr,
+            "VAULT_APPROLE_FILE": approle,
+            "JETPERO_ALLOW_PRIVATE_UPSTREAMS": "true",
+            "JETPERO_DATABASE_URL": database_url,
+        }
     )
     app = create_app(config)
     client = app.test_client()
@@ -149,7 +158,13 @@ def set_up(work: Path) -> tuple[dict, list]:
     ).json["token"]
     app.extensions["jetpero"].stop()
     time.sleep(0.5)  # the upstream answers by now
-    settings = {"upstream": upstream, "vault_addr": addr, "approle_file": approle, "token": token}
+    settings = {
+        "upstream": upstream,
+        "vault_addr": addr,
+        "approle_file": approle,
+        "token": token,
+        "database_url": database_url,
+    }
     return settings, processes
 
 
@@ -172,7 +187,7 @@ def main() -> int:
     try:
         settings_file = str(work / "settings.json")
         Path(settings_file).write_text(json.dumps(settings))
-        runs = [(target, n) for target in ("floor", "jetpero") for n in (args.few, args.many)]
+        runs = [(target, n) for target in TARGETS for n in (args.few, args.many)]
         with ThreadPoolExecutor(max_workers=2) as pool:  # one valgrind per core
             counts = dict(zip(runs, pool.map(lambda run: count(*run, settings_file, work), runs), strict=True))
     finally:
@@ -181,11 +196,15 @@ def main() -> int:
         shutil.rmtree(os.environ.pop("PROMETHEUS_MULTIPROC_DIR"), ignore_errors=True)
     per_request = {
         target: (counts[(target, args.many)] - counts[(target, args.few)]) / (args.many - args.few)
-        for target in ("floor", "jetpero")
+        for target in TARGETS
     }
-    floor, jetpero = per_request["floor"], per_request["jetpero"]
-    print(f"instructions per proxied request: floor {floor / 1e6:.3f} M, JetPero {jetpero / 1e6:.3f} M")
+    floor, jetpero, nousage = (per_request[target] for target in TARGETS)
+    print(
+        f"instructions per proxied request: floor {floor / 1e6:.3f} M, JetPero {jetpero / 1e6:.3f} M,"
+        f" JetPero without usage records (JETPERO_USAGE_LOG=false) {nousage / 1e6:.3f} M"
+    )
     print(f"JetPero adds {(jetpero - floor) / 1e6:.3f} M ({(jetpero / floor - 1) * 100:.1f}%)")
+    print(f"usage records add {(jetpero - nousage) / 1e6:.3f} M ({(jetpero / nousage - 1) * 100:.1f}%)")
     print(f"callgrind files for callgrind_annotate: {work}")
     return 0
 

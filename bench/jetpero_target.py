@@ -1,6 +1,6 @@
 """How bench.run starts JetPero as the third target.
 
-``start_jetpero(upstream_url)`` starts a throw-away OpenBao (dev mode), bootstraps it, starts
+``start_jetpero(upstream_url, extra_env)`` starts a throw-away OpenBao (dev mode), bootstraps it, starts
 JetPero under gunicorn with the same worker settings as the floor (``-k gevent -w 2``, via
 gunicorn.conf.py), creates an org, a project, an `openai`-template provider whose base URL is
 the bench upstream (on loopback, so private upstreams are allowed here) and a project token,

@@ -17,7 +17,7 @@ def round_orders(names: list[str], rounds: int) -> list[list[str]]:
     """Target order of each round: rotated each round, floor and jetpero kept adjacent as one block (so their ratio
     compares two back-to-back measurements), the block flipped on every other full rotation (each goes first as
     often as the other). direct,floor,jetpero -> d f j / f j d / d j f / j f d / ..."""
-    pair = [name for name in names if name in ("floor", "jetpero")]
+    pair = [name for name in names if name in ("floor", "jetpero", "nousage")]  # compared back to back
     blocks: list[list[str]] = []
     for name in names:
         if name not in pair:

@@ -12,6 +12,8 @@ from bench.cpu import CPU_COLUMNS, QUIET_BUSY_PCT
 TARGET_ADDED_P50_MS = 0.3
 TARGET_THROUGHPUT_PCT = 90.0
 TARGET_SSE = (1000, 20.0, 100.0)  # streams, events/s, p99 gap ms
+TARGET_USAGE_ADDED_MS = 0.05  # usage logging on vs off
+TARGET_USAGE_THROUGHPUT_LOSS_PCT = 3.0
 
 
 def _cpu(cpu: dict[str, int]) -> str:
@@ -34,7 +36,7 @@ def _spread(values: list[float], digits: int) -> dict[str, Any]:
 def ratios_per_round(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """floor vs direct and jetpero vs floor, computed within each round, summarised as median and min-max."""
     ratios: dict[str, Any] = {}
-    for proxy, base in (("floor", "direct"), ("jetpero", "floor")):
+    for proxy, base in (("floor", "direct"), ("jetpero", "floor"), ("jetpero", "nousage")):
         p_rounds = {e["round"]: e for e in results.get(proxy, {}).get("json", {}).get("rounds", [])}
         b_rounds = {e["round"]: e for e in results.get(base, {}).get("json", {}).get("rounds", [])}
         added, tput = [], []
@@ -62,6 +64,20 @@ def _sse_figure(sse: dict[str, Any]) -> str:
     return f"{sse['streams_ok']}/{sse['streams']} all-events, p99 gap {sse['gap_p99_ms']} ms"
 
 
+def _usage_verdicts(ratios: dict[str, Any]) -> list[str]:
+    """The cost of usage logging: JetPero against itself with JETPERO_USAGE_LOG=false."""
+    ratio = ratios.get("jetpero_vs_nousage")
+    label = "usage log: added p50 at c=1, throughput c=50"
+    if not ratio:
+        return [f"{label:48} n/a   (needs JSON results for jetpero and nousage)"]
+    added, tput = ratio["added_p50_ms_c1"], ratio["throughput_pct_c50"]
+    ok = added["median"] <= TARGET_USAGE_ADDED_MS and tput["median"] >= 100 - TARGET_USAGE_THROUGHPUT_LOSS_PCT
+    return [
+        f"{label:48} {'PASS' if ok else 'FAIL'}  {added['median']:+} ms (<= {TARGET_USAGE_ADDED_MS}), "
+        f"{tput['median']}% (>= {100 - TARGET_USAGE_THROUGHPUT_LOSS_PCT:g}%; rounds {tput['min']} .. {tput['max']})"
+    ]
+
+
 def verdicts(results: dict[str, dict[str, Any]], ratios: dict[str, Any], args: argparse.Namespace) -> list[str]:
     lines = []
     ratio = ratios.get("jetpero_vs_floor")
@@ -77,6 +93,7 @@ def verdicts(results: dict[str, dict[str, Any]], ratios: dict[str, Any], args: a
     else:
         lines.append(f"{label:48} n/a   (needs JSON results for floor and jetpero)")
         lines.append(f"{'throughput at c=50 >= 90% of floor':48} n/a   (needs JSON results for floor and jetpero)")
+    lines.extend(_usage_verdicts(ratios))
     streams, rate, gap = TARGET_SSE
     label = f">= {streams} SSE x {rate:g}/s delivered, p99 gap < {gap:g} ms"
     load = next((f"{s}x{r:g}" for s, r in args.sse if s >= streams and r >= rate), None)

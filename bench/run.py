@@ -64,7 +64,7 @@ def sse_loads(text: str) -> list[tuple[int, float]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="JetPero side-by-side benchmark")
-    parser.add_argument("--only", default=",".join(ALL_TARGETS), help="comma list of: direct, floor, jetpero")
+    parser.add_argument("--only", default=",".join(ALL_TARGETS), help="comma list of: direct, floor, jetpero, nousage")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved JSON rounds (medians reported)")
     parser.add_argument("--json-seconds", type=float, default=3.0, help="per JSON test (c=1, c=50) per round")
     parser.add_argument(
@@ -119,7 +119,7 @@ def main() -> int:
         # base URL (JetPero's project token here), and the floor and the upstream pass or ignore it.
         shared = next((target.headers for target in running if target.headers), {})
         for target in running:
-            target.headers = shared
+            target.headers = target.headers or shared  # each JetPero its own token
             results[target.name] = {"base_url": target.base, "proxy_pids": target.proxy_pids}
         if running and not args.skip_json:
             json_rounds(running, args, up_pids, results)

@@ -23,7 +23,8 @@ from tools.procs import free_port
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 CHAT_BODY = json.dumps({"model": "bench-model", "messages": [{"role": "user", "content": "Say hello in one line."}]})
-ALL_TARGETS = ("direct", "floor", "jetpero")
+ALL_TARGETS = ("direct", "floor", "jetpero", "nousage")  # nousage: JetPero with JETPERO_USAGE_LOG=false
+JETPERO_TARGETS = {"jetpero": {}, "nousage": {"JETPERO_USAGE_LOG": "false"}}
 
 
 def start_process(name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -93,7 +94,7 @@ def start_target(
     else:
         from bench.jetpero_target import start_jetpero
 
-        base, headers, stop = start_jetpero(up_url)  # NotImplementedError: skipped by the caller
+        base, headers, stop = start_jetpero(up_url, JETPERO_TARGETS[name])  # NotImplementedError: skipped
         stops.append(stop)
         wait_http(base + "/v1/chat/completions", headers)
     proxy_pids = [] if name == "direct" else listening_pids(int(base.split(":")[2].split("/")[0]))

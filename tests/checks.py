@@ -26,6 +26,7 @@ FORBIDDEN = (
 )
 
 SENT_KEYS: set[str] = set()  # every api_key any CheckedApi sent in this session
+SENT_TOKENS: set[str] = set()  # every admin or project token value a CheckedApi used or was given
 
 
 def _secret_parts(key: str) -> list[bytes]:
@@ -61,10 +62,30 @@ class CheckedApi(Api):
         body = kwargs.get("json")
         if isinstance(body, dict) and isinstance(body.get("api_key"), str):
             SENT_KEYS.add(body["api_key"])
+        SENT_TOKENS.add(self.token)
         response = super().call(method, path, **kwargs)
         if kwargs.get("buffered", True):  # an unbuffered stream is the caller's to read (and check)
             assert_clean(response, self.client.application)
+            body = response.get_json(silent=True)
+            if isinstance(body, dict) and isinstance(body.get("token"), str):
+                SENT_TOKENS.add(body["token"])
         return response
+
+
+def assert_nothing_stored(engine) -> None:
+    """No table row holds a provider key or a token value (or its signature) this session used."""
+    from sqlalchemy import MetaData
+
+    tables = MetaData()
+    tables.reflect(engine)
+    with engine.connect() as conn:
+        dump = "\n".join(str(row) for table in tables.sorted_tables for row in conn.execute(table.select()))
+    assert dump, "the database holds no rows: nothing was checked"
+    for key in SENT_KEYS:
+        for part in _secret_parts(key):
+            assert part.decode() not in dump, "a provider key in a database row"
+    for token in SENT_TOKENS:
+        assert token not in dump and token.rsplit(".", 1)[-1] not in dump, "a token value in a database row"
 
 
 def assert_error(response, status: int, field: str | None = None) -> dict:

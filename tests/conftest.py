@@ -14,8 +14,9 @@ import secrets
 import pytest
 
 from app import create_app
+from app.services import audit
 from app.vault.bootstrap import bootstrap
-from tests.checks import CheckedApi
+from tests.checks import SENT_TOKENS, CheckedApi, assert_nothing_stored
 from tests.helpers import FAKE_KEY, Bao, make_config, project_path, unique
 from tests.servers import LiveServer
 from tests.upstream import FakeUpstream
@@ -52,7 +53,8 @@ def config(bao, approle_file):
 def app(config):
     app = create_app(config)
     yield app
-    app.extensions["jetpero"].stop()
+    app.extensions["jetpero"].stop()  # the usage writer flushes what it holds
+    assert_nothing_stored(app.extensions["jetpero.db"])  # after the whole session: no secret in any row
 
 
 @pytest.fixture(scope="module")
@@ -84,10 +86,20 @@ def live(app):
     server.stop()
 
 
+@pytest.fixture
+def trail(app):
+    """Bind the app's audit trail for services called without a request (as a job would):
+    their changes are recorded, not refused. Yields the database engine."""
+    engine = app.extensions["jetpero.db"]
+    with audit.bound(engine, audit.Context(request_id="pytest", user_agent="pytest")):
+        yield engine
+
+
 @pytest.fixture(scope="session")
 def operator_token(app):
     result = app.test_cli_runner().invoke(args=["operator-token", "--name", "test-operator"])
     assert result.exit_code == 0, result.output
+    SENT_TOKENS.add(result.output.strip())
     return result.output.strip()
 
 

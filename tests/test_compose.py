@@ -24,12 +24,18 @@ def compose() -> dict:
 
 def test_services_and_volumes(compose):
     services = compose["services"]
-    assert set(services) == {"openbao", "init", "app", "tls"}
+    assert set(services) == {"openbao", "postgres", "init", "app", "tls"}
     assert services["tls"]["profiles"] == ["tls"]  # the HTTPS front is opt-in
     assert services["openbao"]["image"] == "openbao/openbao:2.7.2"  # pinned
     assert set(compose["volumes"]) >= {"openbao-data", "openbao-audit", "jetpero-approle", "jetpero-secrets"}
     openbao_volumes = " ".join(v if isinstance(v, str) else v["source"] for v in services["openbao"]["volumes"])
     assert "openbao-data:" in openbao_volumes and "openbao-audit:" in openbao_volumes
+    assert services["postgres"]["image"] == "postgres:16.4-alpine"  # pinned
+    assert "postgres-data:/var/lib/postgresql/data" in services["postgres"]["volumes"]
+    assert "postgres-data" in compose["volumes"]
+    assert "ports" not in services["postgres"]  # only the app and init reach it
+    for name in ("init", "app"):
+        assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert services["init"]["restart"] == "no"
     assert services["app"]["depends_on"]["init"]["condition"] == "service_completed_successfully"
     assert "gunicorn.conf.py" in services["app"]["command"]
@@ -48,6 +54,8 @@ def test_app_environment_matches_config(compose):
         else:
             assert value, f"{variable.name} must have a value"
     assert env["VAULT_ADDR"] == "http://openbao:8200"
+    assert env["JETPERO_DATABASE_URL"].startswith("postgresql+psycopg://jetpero:")
+    assert env["JETPERO_DATABASE_URL"].endswith("@postgres:5432/jetpero")
     assert env["JETPERO_BIND"].startswith("0.0.0.0:")
     approle_mounts = [v for v in compose["services"]["app"]["volumes"] if v.startswith("jetpero-approle:")]
     assert approle_mounts == [f"jetpero-approle:{Path(env['VAULT_APPROLE_FILE']).parent}:ro"]

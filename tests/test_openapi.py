@@ -28,6 +28,7 @@ EXPECTED = {
     "/api/v1/audit/verify": {"get"},
     "/api/v1/orgs/{org}/audit": {"get"},
     "/api/v1/orgs/{org}/audit/verify": {"get"},
+    "/api/v1/orgs/{org}/settings": {"get", "put"},
     f"{P}/usage": {"get", "delete"},
     f"{P}/usage/records": {"get"},
     f"{P}/usage/stream": {"get"},

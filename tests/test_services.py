@@ -18,7 +18,7 @@ APP = Path(__file__).resolve().parents[1] / "app"
 
 
 @pytest.fixture
-def vault(app):
+def vault(app, trail):  # services run without a request, on a trail bound as a job's would be
     return app.extensions["jetpero"].vault
 
 

@@ -9,8 +9,8 @@ from werkzeug.routing import BaseConverter, ValidationError
 from .. import docs
 from ..errors import ApiError
 from ..rules.slugs import SLUG_PATTERN, is_slug
-from . import audit, identity_providers, members, orgs, policies, projects, providers, rotation, tokens, usage
-from .auth import authenticate
+from . import audit, identity_providers, members, orgs, policies, projects, providers, rotation, settings, tokens, usage
+from .auth import authenticate, record_refusal
 from .openapi import make_api
 from .schemas import SLUG_DOC
 
@@ -30,6 +30,7 @@ BLUEPRINTS = (
     audit.blp,
     usage.blp,
     policies.blp,
+    settings.blp,
 )
 
 
@@ -42,9 +43,12 @@ def require_json() -> None:
         raise ApiError(415, "Send the request body as JSON, with the header Content-Type: application/json.")
 
 
-for _blp in BLUEPRINTS:  # once, at import, in this order: a bad admin token is a 401 before any input is read
-    _blp.before_request(authenticate)
+for _blp in BLUEPRINTS:  # once, at import, in this order:
+    _blp.before_request(audit.bind_trail)  # the request's audit trail first, so refusals are recorded
+    _blp.before_request(authenticate)  # a bad admin token is a 401 before any input is read
     _blp.before_request(require_json)
+    _blp.after_request(record_refusal)
+    _blp.teardown_request(audit.unbind_trail)
 
 
 class SlugConverter(BaseConverter):

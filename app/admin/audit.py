@@ -1,11 +1,14 @@
 """The audit trail's read API: an org's records (owner, admin, operator), operator-level events.
 
-Also `context()`, which every audited view passes to `services.audit` with `auth.actor()`.
+Also the admin request cycle's trail: `bind_trail` (before authentication, so refused calls are
+recorded) binds `services.audit` to this database and the request's `context()`; `unbind_trail`.
 """
 
 from __future__ import annotations
 
-from flask import Response, current_app, request
+from contextlib import ExitStack
+
+from flask import Response, current_app, g, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
@@ -27,6 +30,19 @@ def db() -> Engine:
 def context() -> audit.Context:
     """The request's id, client address (as the trusted-proxy setting resolved it) and user agent."""
     return audit.Context(observability.request_id(), request.remote_addr, request.user_agent.string or None)
+
+
+def bind_trail() -> None:
+    """before_request hook: every change this request makes is recorded on this trail."""
+    g.audit_trail = stack = ExitStack()
+    stack.enter_context(audit.bound(db(), context()))
+
+
+def unbind_trail(_exc: BaseException | None = None) -> None:
+    """teardown_request hook: the request's trail is unbound."""
+    stack = g.pop("audit_trail", None)
+    if stack is not None:
+        stack.close()
 
 
 def millis(value) -> int | None:

@@ -15,4 +15,3 @@ def vault() -> Vault:
 
 def config() -> Config:
     return current_app.extensions["jetpero"].config
-

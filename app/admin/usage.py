@@ -17,7 +17,7 @@ from ..services import audit as audit_trail
 from ..services import usage
 from ..store.db import Unavailable
 from . import auth
-from .audit import context, db, millis
+from .audit import db, millis
 
 blp = Blueprint(
     "usage",
@@ -137,7 +137,7 @@ class Usage(MethodView):
         """Erase one end-user's usage records (GDPR); recorded in the audit trail."""
         auth.actor().require("admin", org)
         target = audit_trail.Target(org, project, args["end_user"])
-        with audit_trail.change(db(), auth.actor(), "usage.erased", target, context()):
+        with audit_trail.changing(auth.actor(), "usage.erased", target):
             return {"deleted": usage.erase_end_user(db(), org, project, args["end_user"])}
 
 

@@ -10,7 +10,7 @@ request's path as far as they can (see each module).
 """
 
 from .logs import configure_logging
-from .metrics import cache_counts, flush_metrics, provider_key_ages, vault_observer
+from .metrics import cache_counts, flush_metrics, provider_key_ages, vault_observer, watch_usage
 from .middleware import ENTRY, EVENT_STREAM, UPSTREAM_REQUEST_ID, init_app, request_id
 
 __all__ = [
@@ -24,4 +24,5 @@ __all__ = [
     "init_app",
     "request_id",
     "vault_observer",
+    "watch_usage",
 ]

@@ -37,6 +37,10 @@ VAULT_SECONDS = Histogram("jetpero_vault_call_duration_seconds", "Vault calls.",
 VAULT_ERRORS = Counter("jetpero_vault_errors_total", "Vault calls that failed.", ["identity", "error"])
 CACHE = Counter("jetpero_cache_lookups_total", "Per-worker cache lookups.", ["cache", "result"])
 ACTIVE_STREAMS = Gauge("jetpero_active_streams", "Proxied responses being relayed.", multiprocess_mode="livesum")
+USAGE_DROPPED = Counter("jetpero_usage_dropped", "Usage records lost: the worker's queue was full, or refused.")
+REFUSALS_UNRECORDED = Counter(
+    "jetpero_audit_refusals_unrecorded", "Refused admin calls past the per-IP audit budget: counted, not recorded."
+)
 
 KEY_AGE = Gauge(
     "jetpero_provider_key_age_seconds",
@@ -83,6 +87,29 @@ def cache_counts(cache: str, hits: int, misses: int) -> None:
         _child(CACHE, cache, "hit").inc(hits)
     if misses:
         _child(CACHE, cache, "miss").inc(misses)
+
+
+def audit_refusal_unrecorded() -> None:
+    REFUSALS_UNRECORDED.inc()
+
+
+class _UsageDropped:
+    """The usage writers' `dropped` counts, added to the counter at each flush."""
+
+    def __init__(self) -> None:
+        self.writers: list = []
+        self.seen: dict[int, int] = {}
+
+    def __call__(self) -> None:
+        for writer in self.writers:
+            dropped, seen = writer.dropped, self.seen.get(id(writer), 0)
+            if dropped > seen:
+                USAGE_DROPPED.inc(dropped - seen)
+                self.seen[id(writer)] = dropped
+
+
+_usage_dropped = _UsageDropped()
+watch_usage = _usage_dropped.writers.append  # `watch_usage(writer)`: publish its drops
 
 
 class _Tally:
@@ -133,8 +160,15 @@ class _Tally:
 
 
 _tally = _Tally()
-atexit.register(_tally.flush)
-flush_metrics = _tally.flush
+
+
+def flush_metrics() -> None:
+    """Add what this worker tallied to prometheus_client (each poll, each scrape, at exit)."""
+    _tally.flush()
+    _usage_dropped()
+
+
+atexit.register(flush_metrics)
 record_request = _tally.request
 
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 
+from .usage import Usage
+
 
 class Call:
     """What the phases know of one call. Set by admit: `token`, `claims`; by resolve: `record`,
@@ -88,8 +90,9 @@ class Concerns:
         self.settle = tuple(c.settle for c in self.all if hasattr(c, "settle"))
 
 
-def concerns_for(config) -> Concerns:
+def concerns_for(config, usage_writer=None) -> Concerns:
     """The one list of the proxy's concerns (limits, usage and budgets plug in here)."""
     from .limits import LimitsConcern  # noqa: PLC0415 - limits imports this module
 
-    return Concerns((LimitsConcern(config),))
+    usage = (Usage(usage_writer),) if usage_writer is not None and config.JETPERO_USAGE_LOG else ()
+    return Concerns((*usage, LimitsConcern(config)))  # usage first: limits settle on its counts

@@ -26,4 +26,3 @@ def slug_error(value: str) -> str | None:
 
 def is_slug(value: str) -> bool:
     return slug_error(value) is None
-

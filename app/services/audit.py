@@ -160,6 +160,12 @@ def bound(engine: Engine, context: Context | None = None) -> Iterator[None]:
         _trail.reset(token)
 
 
+def bound_engine() -> Engine | None:
+    """The database of the trail bound to this unit of work (None when none is)."""
+    trail = _trail.get()
+    return trail[0] if trail else None
+
+
 def changing(actor: Actor, action: str, target: Target, *, detail: str | None = None):
     """`change` on the bound trail; with none bound, AuditUnavailable (no record, no change)."""
     trail = _trail.get()

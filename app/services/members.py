@@ -16,7 +16,7 @@ from ..vault import kv
 from ..vault.connection import Vault
 from ..vault.errors import NotFound
 from ..vault.layout import MEMBERS, OPERATORS, ORG_MOUNT, REGISTRY, record
-from . import admin_tokens, changes, orgs
+from . import admin_tokens, audit, changes, orgs
 from .actor import MEMBER, OPERATOR, Actor
 from .common import PAGE_LIMIT, Page, checked_id, now, page, quietly
 from .errors import Missing
@@ -48,9 +48,10 @@ def add(vault: Vault, config: Config, actor: Actor, org: str, *, name: str, role
     orgs.get(vault, org)
     member_id = _new_id()
     data = {"name": name, "role": role, "created_at": now(), "created_by": actor.subject}
-    vault.app(lambda c: kv.write(c, ORG_MOUNT, record(MEMBERS, member_id), data, cas=0), namespace=org)
-    principal = Actor(kind=MEMBER, id=member_id, role=role, org=org)
-    return _with_token(vault, config, principal, _public(member_id, data), lambda: _delete(vault, org, member_id))
+    with audit.changing(actor, "member.added", audit.Target(org, None, member_id), detail=f"role={role}"):
+        vault.app(lambda c: kv.write(c, ORG_MOUNT, record(MEMBERS, member_id), data, cas=0), namespace=org)
+        principal = Actor(kind=MEMBER, id=member_id, role=role, org=org)
+        return _with_token(vault, config, principal, _public(member_id, data), lambda: _delete(vault, org, member_id))
 
 
 def get(vault: Vault, org: str, member_id: str) -> dict:
@@ -81,7 +82,8 @@ def remove(vault: Vault, actor: Actor, org: str, member_id: str) -> None:
     actor.require("admin", org)
     member = get(vault, org, checked_id(member_id, ID_LENGTH, "member"))
     actor.require_grant(member["role"], "You cannot remove a member whose role is above your own.")
-    _delete(vault, org, member_id)
+    with audit.changing(actor, "member.removed", audit.Target(org, None, member_id), detail=f"role={member['role']}"):
+        _delete(vault, org, member_id)
 
 
 def _delete(vault: Vault, org: str, member_id: str) -> None:
@@ -95,11 +97,16 @@ def add_operator(vault: Vault, config: Config, actor: Actor, *, name: str) -> di
     operator_id = _new_id()
     path = record(OPERATORS, operator_id)
     data = {"name": name, "role": roles.OPERATOR, "created_at": now(), "created_by": actor.subject}
-    vault.app(lambda c: kv.write(c, REGISTRY, path, data, cas=0))
-    principal = Actor(kind=OPERATOR, id=operator_id, role=roles.OPERATOR)
-    return _with_token(
-        vault, config, principal, _public(operator_id, data), lambda: vault.app(lambda c: kv.delete(c, REGISTRY, path))
-    )
+    with audit.changing(actor, "operator_token.minted", audit.Target(name=operator_id), detail=f"name={name}"):
+        vault.app(lambda c: kv.write(c, REGISTRY, path, data, cas=0))
+        principal = Actor(kind=OPERATOR, id=operator_id, role=roles.OPERATOR)
+        return _with_token(
+            vault,
+            config,
+            principal,
+            _public(operator_id, data),
+            lambda: vault.app(lambda c: kv.delete(c, REGISTRY, path)),
+        )
 
 
 def get_operator(vault: Vault, operator_id: str) -> dict:

@@ -9,6 +9,7 @@ from ..vault import kv
 from ..vault.connection import Vault
 from ..vault.errors import Conflict, NotFound
 from ..vault.layout import ORG_MOUNT, ORGS, REGISTRY, record
+from . import audit
 from .actor import Actor
 from .common import PAGE_LIMIT, Page, new_namespace, now, page, quietly
 from .errors import Exists, Missing
@@ -22,19 +23,20 @@ def create(vault: Vault, actor: Actor, *, slug: str, display_name: str) -> dict:
     """Claim the name, then make the namespace and its KV; undo everything on failure (operators)."""
     actor.require("operator")
     data = {"display_name": display_name, "created_at": now()}
-    try:
-        vault.app(lambda c: kv.write(c, REGISTRY, record(ORGS, slug), data, cas=0))
-    except Conflict:
-        raise Exists("org", slug) from None
+    with audit.changing(actor, "org.created", audit.Target(name=slug)):  # an operator-level event
+        try:
+            vault.app(lambda c: kv.write(c, REGISTRY, record(ORGS, slug), data, cas=0))
+        except Conflict:
+            raise Exists("org", slug) from None
 
-    def provision() -> None:
-        vault.app(lambda c: kv.enable(c, ORG_MOUNT, "JetPero org records"), namespace=slug)
+        def provision() -> None:
+            vault.app(lambda c: kv.enable(c, ORG_MOUNT, "JetPero org records"), namespace=slug)
 
-    try:
-        new_namespace(vault, None, slug, "org", provision)
-    except BaseException:
-        quietly(lambda: vault.app(lambda c: kv.delete(c, REGISTRY, record(ORGS, slug))))
-        raise
+        try:
+            new_namespace(vault, None, slug, "org", provision)
+        except BaseException:
+            quietly(lambda: vault.app(lambda c: kv.delete(c, REGISTRY, record(ORGS, slug))))
+            raise
     return _public(slug, data)
 
 

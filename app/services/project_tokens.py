@@ -10,7 +10,7 @@ from ..vault import kv
 from ..vault.connection import Vault
 from ..vault.errors import NotFound
 from ..vault.layout import KV, TOKENS, record
-from . import changes, projects, provider_keys, signing
+from . import audit, changes, projects, provider_keys, signing
 from .actor import Actor
 from .common import PAGE_LIMIT, Page, checked_id, now, page, quietly
 from .errors import Invalid, Missing
@@ -72,12 +72,13 @@ def issue(vault: Vault, config: Config, actor: Actor, org: str, project: str, da
         "created_at": now(),
         "revoked_at": None,
     }
-    vault.project(org, project, lambda c: kv.write(c, KV, record(TOKENS, token_id), stored, cas=0))
-    try:
-        value = signing.sign_project(vault, org, project, claims)
-    except BaseException:
-        quietly(lambda: vault.project(org, project, lambda c: kv.delete(c, KV, record(TOKENS, token_id))))
-        raise
+    with audit.changing(actor, "token.issued", audit.Target(org, project, token_id), detail=data["environment"]):
+        vault.project(org, project, lambda c: kv.write(c, KV, record(TOKENS, token_id), stored, cas=0))
+        try:
+            value = signing.sign_project(vault, org, project, claims)
+        except BaseException:
+            quietly(lambda: vault.project(org, project, lambda c: kv.delete(c, KV, record(TOKENS, token_id))))
+            raise
     return {**_public(token_id, stored), "token": value}
 
 
@@ -117,10 +118,11 @@ def revoke(vault: Vault, actor: Actor, org: str, project: str, token_id: str) ->
             kv.write(client, KV, record(TOKENS, token_id), data, cas=version)
         return data
 
-    try:
-        data = vault.project(org, project, mark)
-    except NotFound:
-        get(vault, org, project, token_id)  # Missing, naming what is missing
-        raise
-    changes.publish(vault, "token-revoked", org=org, project=project, token=token_id)
+    with audit.changing(actor, "token.revoked", audit.Target(org, project, token_id)):
+        try:
+            data = vault.project(org, project, mark)
+        except NotFound:
+            get(vault, org, project, token_id)  # Missing, naming what is missing
+            raise
+        changes.publish(vault, "token-revoked", org=org, project=project, token=token_id)
     return _public(token_id, data)

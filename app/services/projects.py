@@ -21,7 +21,7 @@ from ..vault.layout import (
     project_namespace,
     record,
 )
-from . import changes, orgs
+from . import audit, changes, orgs, usage
 from .actor import Actor
 from .common import PAGE_LIMIT, Page, new_namespace, now, page, quietly
 from .errors import Exists, Missing
@@ -56,15 +56,16 @@ def create(vault: Vault, actor: Actor, *, org: str, slug: str, display_name: str
     orgs.get(vault, org)
     stamp = now()
     data = {"display_name": display_name, "allowed_origins": allowed_origins, "created_at": stamp, "updated_at": stamp}
-    try:
-        vault.app(lambda c: kv.write(c, ORG_MOUNT, record(PROJECTS, slug), data, cas=0), namespace=org)
-    except Conflict:
-        raise Exists("project", f"{org}/{slug}") from None
-    try:
-        new_namespace(vault, org, slug, "project", lambda: _provision(vault, org, slug))
-    except BaseException:
-        quietly(lambda: vault.app(lambda c: kv.delete(c, ORG_MOUNT, record(PROJECTS, slug)), namespace=org))
-        raise
+    with audit.changing(actor, "project.created", audit.Target(org, slug)):
+        try:
+            vault.app(lambda c: kv.write(c, ORG_MOUNT, record(PROJECTS, slug), data, cas=0), namespace=org)
+        except Conflict:
+            raise Exists("project", f"{org}/{slug}") from None
+        try:
+            new_namespace(vault, org, slug, "project", lambda: _provision(vault, org, slug))
+        except BaseException:
+            quietly(lambda: vault.app(lambda c: kv.delete(c, ORG_MOUNT, record(PROJECTS, slug)), namespace=org))
+            raise
     # Workers that remembered it absent (a token naming it came first) forget that; best effort:
     # they also forget it within `negative.Absent.ttl`.
     quietly(lambda: changes.publish(vault, "project-created", org=org, project=slug))
@@ -106,8 +107,9 @@ def update(vault: Vault, actor: Actor, org: str, slug: str, edits: dict) -> dict
     actor.require("admin", org)
     data, version = _read(vault, org, slug)
     data = {**data, **edits, "updated_at": now()}
-    vault.app(lambda c: kv.write(c, ORG_MOUNT, record(PROJECTS, slug), data, cas=version), namespace=org)
-    changes.publish(vault, "project-updated", org=org, project=slug)
+    with audit.changing(actor, "project.updated", audit.Target(org, slug), detail=", ".join(sorted(edits))):
+        vault.app(lambda c: kv.write(c, ORG_MOUNT, record(PROJECTS, slug), data, cas=version), namespace=org)
+        changes.publish(vault, "project-updated", org=org, project=slug)
     return _public(org, slug, data)
 
 
@@ -115,7 +117,9 @@ def delete(vault: Vault, actor: Actor, org: str, slug: str) -> None:
     """Delete the namespace (every key, ciphertext and policy in it), then the record (admins)."""
     actor.require("admin", org)
     get(vault, org, slug)
-    namespaces.delete_and_wait(vault, org, slug)
-    vault.forget_project(org, slug)
-    vault.app(lambda c: kv.delete(c, ORG_MOUNT, record(PROJECTS, slug)), namespace=org)
-    changes.publish(vault, "project-deleted", org=org, project=slug)
+    with audit.changing(actor, "project.deleted", audit.Target(org, slug)):
+        namespaces.delete_and_wait(vault, org, slug)
+        vault.forget_project(org, slug)
+        vault.app(lambda c: kv.delete(c, ORG_MOUNT, record(PROJECTS, slug)), namespace=org)
+        changes.publish(vault, "project-deleted", org=org, project=slug)
+        usage.forget_scope(org, slug)

@@ -59,12 +59,13 @@ def put(vault: Vault, config: Config, actor: Actor, org: str, project: str, name
         }
         return stored, kv.write(client, KV, record(PROVIDERS, name), stored, cas=version)
 
-    try:
-        stored, version = vault.project(org, project, write)
-    except NotFound:
-        projects.get(vault, org, project)  # Missing("org"/"project"): the only thing a write finds missing
-        raise
-    changes.publish(vault, "provider-changed", org=org, project=project, provider=name)
+    with audit.changing(actor, "provider.set", audit.Target(org, project, name)):
+        try:
+            stored, version = vault.project(org, project, write)
+        except NotFound:
+            projects.get(vault, org, project)  # Missing("org"/"project"): the only thing a write finds missing
+            raise
+        changes.publish(vault, "provider-changed", org=org, project=project, provider=name)
     return _public(name, stored, version)
 
 
@@ -124,8 +125,9 @@ def delete(vault: Vault, actor: Actor, org: str, project: str, name: str) -> Non
     """Remove a provider (admins): its latest version is deleted, its key history kept (`purge` destroys it)."""
     actor.require("admin", org)
     _get(vault, org, project, name)
-    vault.project(org, project, lambda c: _tombstone(c, name, actor))
-    changes.publish(vault, "provider-changed", org=org, project=project, provider=name)
+    with audit.changing(actor, "provider.deleted", audit.Target(org, project, name)):
+        vault.project(org, project, lambda c: _tombstone(c, name, actor))
+        changes.publish(vault, "provider-changed", org=org, project=project, provider=name)
 
 
 def load_with_key(vault: Vault, org: str, project: str, name: str) -> tuple[dict, str]:

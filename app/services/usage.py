@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -22,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..store import audit_chain, leases, settings
 from ..store.db import Unavailable, is_unavailable, now_ms
 from ..store.schema import usage_records
+from . import audit
 
 log = logging.getLogger("jetpero.usage")
 
@@ -92,8 +94,7 @@ class UsageWriter:
                 if isinstance(row[name], str):
                     row[name] = row[name][: usage_records.c[name].type.length]
         try:
-            with self.engine.begin() as conn:
-                conn.execute(insert(usage_records), rows)
+            off_the_loop(self._insert, rows)
         except SQLAlchemyError as exc:
             if is_unavailable(exc):
                 log.warning(
@@ -106,6 +107,25 @@ class UsageWriter:
             self.written += len(rows)
         self._held = []
         return len(rows)
+
+    def _insert(self, rows: list[dict]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(insert(usage_records), rows)
+
+
+def off_the_loop(fn, *args):
+    """`fn(*args)` in a real OS thread when gevent has patched threading (a database call in a
+    greenlet would stall the whole worker); the greenlet waits cooperatively. Else a plain call."""
+    if _gevent_patched():
+        import gevent
+
+        return gevent.get_hub().threadpool.apply(fn, args)
+    return fn(*args)
+
+
+def _gevent_patched() -> bool:
+    monkey = sys.modules.get("gevent.monkey")
+    return bool(monkey and monkey.is_module_patched("threading"))
 
 
 def _scope(org: str, project: str | None):
@@ -216,6 +236,17 @@ def delete_scope(engine: Engine, org: str, project: str | None = None) -> int:
     return _delete(engine, _scope(org, project))
 
 
+def forget_scope(org: str, project: str | None = None) -> None:
+    """`delete_scope` on the bound trail's database, inside the org's or project's audited
+    deletion. The Vault deletion stands if this fails (logged): retention removes them later."""
+    engine = audit.bound_engine()
+    try:
+        if engine is not None:
+            delete_scope(engine, org, project)
+    except Unavailable:
+        log.warning("usage records of a deleted org or project not deleted: database unavailable")
+
+
 def run_retention(engine: Engine, holder: str, *, now: int | None = None, every: float = 3600) -> dict | None:
     """Apply every org's retention days to usage and audit records; None if another node ran it.
 
@@ -254,10 +285,14 @@ class RetentionJob:
         self._due = time.monotonic() + self.every
         threading.Thread(target=self.run, name="retention", daemon=True).start()
 
+    def _apply(self, holder: str) -> dict | None:
+        with audit.bound(self.engine, audit.Context(request_id="job:retention")):  # a job's own trail
+            return run_retention(self.engine, holder, every=self.every)
+
     def run(self) -> dict | None:
         holder = f"{socket.gethostname()}:{os.getpid()}"
         try:
-            removed = run_retention(self.engine, holder, every=self.every)
+            removed = off_the_loop(self._apply, holder)
         except (SQLAlchemyError, Unavailable):
             log.warning("retention not applied: database unavailable (retried next period)")
             return None
