@@ -1,6 +1,7 @@
 """The browser story end to end, in headless Chromium: a page on an allowed origin gets a JWT
 from a local identity provider, exchanges it for an end-user token, and streams a chat
-completion through the proxy (ReadableStream). It never holds a project token."""
+completion through the proxy (ReadableStream), then runs into its per-user limit (429). It never
+holds a project token."""
 
 from __future__ import annotations
 
@@ -31,11 +32,15 @@ STORY = """async ([idp, exchange, proxy]) => {
     reads += 1;
     text += value;
   }
-  // Step for the lead at merge (per-user limits, wired by another helper): call the proxy
-  // again with `minted.token` until the end user's limit answers 429, and return that status
-  // and its Retry-After here.
+  // The end user's limit (one call a minute): the next call is refused, in OpenAI's error shape.
+  const again = await fetch(`${proxy}/proxy/openai/v1/chat/completions`, {
+    method: "POST",
+    headers: {Authorization: `Bearer ${minted.token}`, "Content-Type": "application/json"},
+    body: JSON.stringify({model: "gpt-test", messages: [{role: "user", content: "again"}]}),
+  });
   return {exchange: exchanged.status, user: minted.end_user, expires_in: minted.expires_in,
-          status: response.status, type: response.headers.get("content-type"), reads, text};
+          status: response.status, type: response.headers.get("content-type"), reads, text,
+          limited: again.status, retry_after: again.headers.get("Retry-After"), refusal: await again.json()};
 }"""
 
 BAD_TOKEN = """async ([exchange]) => {
@@ -58,6 +63,8 @@ def end_user_project(app, api, upstream, origin_server, idp):
     project = create_project(api, origins=(page_origin.url,))
     put_provider(api, project, "openai", template="openai", api_key=FAKE_KEY, base_url=upstream.url)
     assert trust(app, api, project.namespace, idp, policy={"scope": ["openai"], "ttl": 600}).status_code == 200
+    limits = {"end_user_limits": {"requests_per_minute": 1}}  # each end user: one call a minute
+    assert api.put(f"{project.path}/policy", json=limits).status_code == 200
     return page_origin, project
 
 
@@ -76,9 +83,9 @@ def test_a_page_exchanges_an_idp_token_and_streams_a_completion(page, browser_li
     assert [seen.preflight for seen in exchanged] == [True, False]  # JSON body: the browser asked first
     assert {seen.origin for seen in exchanged} == {page_origin.url}
     assert len(upstream.requests) == 1 and upstream.requests[0].header("authorization") == f"Bearer {FAKE_KEY}"
-    # TO ADD AT MERGE (per-user limits, another helper): give the IdP's policy a per-user limit
-    # above, let STORY call the proxy until it answers 429, and assert here that the page saw the
-    # 429 with its Retry-After and that the upstream saw no call past the limit.
+    assert result["limited"] == 429 and int(result["retry_after"]) > 0  # the page can read it (exposed)
+    assert result["refusal"]["error"]["type"] == "rate_limit_exceeded"
+    assert len(upstream.requests) == 1  # the refused call never reached the provider
 
 
 def test_the_page_reads_the_uniform_401_of_a_bad_idp_token(page, browser_live, end_user_project):
