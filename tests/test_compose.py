@@ -24,7 +24,7 @@ def compose() -> dict:
 
 def test_services_and_volumes(compose):
     services = compose["services"]
-    assert set(services) == {"openbao", "postgres", "init", "app", "tls"}
+    assert set(services) == {"openbao", "postgres", "redis", "init", "app", "tls"}
     assert services["tls"]["profiles"] == ["tls"]  # the HTTPS front is opt-in
     assert services["openbao"]["image"] == "openbao/openbao:2.7.2"  # pinned
     assert set(compose["volumes"]) >= {"openbao-data", "openbao-audit", "jetpero-approle", "jetpero-secrets"}
@@ -34,6 +34,10 @@ def test_services_and_volumes(compose):
     assert "postgres-data:/var/lib/postgresql/data" in services["postgres"]["volumes"]
     assert "postgres-data" in compose["volumes"]
     assert "ports" not in services["postgres"]  # only the app and init reach it
+    assert services["redis"]["image"] == "redis:7.4.1-alpine"  # pinned
+    assert "redis-data:/data" in services["redis"]["volumes"] and "redis-data" in compose["volumes"]
+    assert "ports" not in services["redis"]
+    assert services["app"]["depends_on"]["redis"]["condition"] == "service_healthy"
     for name in ("init", "app"):
         assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert services["init"]["restart"] == "no"
@@ -56,6 +60,7 @@ def test_app_environment_matches_config(compose):
     assert env["VAULT_ADDR"] == "http://openbao:8200"
     assert env["JETPERO_DATABASE_URL"].startswith("postgresql+psycopg://jetpero:")
     assert env["JETPERO_DATABASE_URL"].endswith("@postgres:5432/jetpero")
+    assert env["JETPERO_REDIS_URL"] == "redis://redis:6379/0"  # the limits exact across nodes
     assert env["JETPERO_BIND"].startswith("0.0.0.0:")
     approle_mounts = [v for v in compose["services"]["app"]["volumes"] if v.startswith("jetpero-approle:")]
     assert approle_mounts == [f"jetpero-approle:{Path(env['VAULT_APPROLE_FILE']).parent}:ro"]
