@@ -113,7 +113,7 @@ def test_prices(app, api, proj, provider):
     body = {
         "models": {
             "gpt-4o": {"input_per_1k": "0.0025", "output_per_1k": "0.01"},
-            "*": {"input_per_1k": 1, "output_per_1k": 2},
+            "*": {"input_per_1k": "1", "output_per_1k": "2"},
         }
     }
     assert_error(developer.put(path, json=body), 403)
@@ -122,5 +122,6 @@ def test_prices(app, api, proj, provider):
     assert api.get(path).json["models"]["gpt-4o"] == {"input_per_1k": "0.0025", "output_per_1k": "0.01"}
     assert ("prices.set", provider, "succeeded") in actions(app, proj.org)
     assert_error(api.put(path, json={"models": {"m": {"input_per_1k": "-1", "output_per_1k": "0"}}}), 422)
-    assert_error(api.put(path, json={"models": {"bad model": {"input_per_1k": 1, "output_per_1k": 1}}}), 422)
+    assert_error(api.put(path, json={"models": {"bad model": {"input_per_1k": "1", "output_per_1k": "1"}}}), 422)
+    assert_error(api.put(path, json={"models": {"m": {"input_per_1k": 1, "output_per_1k": "1"}}}), 422)  # a string
     assert_error(api.get(f"{proj.path}/providers/absent/prices"), 404)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate
 
 from ..services import policies
 from .auth import actor
@@ -24,7 +24,34 @@ blp = Blueprint(
 )
 
 _COUNT = {"strict": True, "allow_none": True, "validate": validate.Range(min=1)}
-_MONEY = {"as_string": True, "allow_none": True, "validate": validate.Range(min=0, min_inclusive=False)}
+
+
+def _positive(value) -> None:
+    if value <= 0:
+        raise ValidationError("Must be greater than 0.")
+
+
+def _not_negative(value) -> None:
+    if value < 0:
+        raise ValidationError("Must be 0 or more.")
+
+
+class Amount(fields.Decimal):
+    """A decimal amount, sent and answered as a string ("0.50"): a JSON number would be rounded
+    by some clients. Its bounds are checked by the functions above rather than `validate.Range`,
+    which the OpenAPI document would render as a string bound."""
+
+    def __init__(self, **kwargs) -> None:
+        kwargs["metadata"] = {"type": "string", "pattern": r"^[0-9]{1,12}(\.[0-9]{1,12})?$", "example": "0.50"}
+        super().__init__(as_string=True, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str):
+            raise ValidationError('An amount is a decimal string, e.g. "0.50".')
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+_MONEY = {"allow_none": True, "validate": _positive}
 
 
 class Limits(Schema):
@@ -36,8 +63,8 @@ class Limits(Schema):
     concurrent_streams = fields.Integer(**_COUNT)
     tokens_per_day = fields.Integer(**_COUNT, metadata={"description": "prompt + completion tokens"})
     tokens_per_month = fields.Integer(**_COUNT)
-    cost_per_day = fields.Decimal(**_MONEY)
-    cost_per_month = fields.Decimal(**_MONEY)
+    cost_per_day = Amount(**_MONEY)
+    cost_per_month = Amount(**_MONEY)
 
 
 _ALLOWLIST = fields.List(
@@ -81,8 +108,8 @@ class TokenPolicyOut(TokenPolicy):
 
 
 class Price(Schema):
-    input_per_1k = fields.Decimal(as_string=True, required=True, validate=validate.Range(min=0))
-    output_per_1k = fields.Decimal(as_string=True, required=True, validate=validate.Range(min=0))
+    input_per_1k = Amount(required=True, validate=_not_negative)
+    output_per_1k = Amount(required=True, validate=_not_negative)
 
 
 class Prices(Schema):
