@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import uuid
 from dataclasses import dataclass
 
@@ -39,6 +40,9 @@ def make_config(bao: Bao, approle_file: str, **overrides) -> Config:
         "JETPERO_ALLOW_PRIVATE_UPSTREAMS": "true",  # the fake upstream is on loopback
         "JETPERO_SYNC_INTERVAL": "0.5",
         "JETPERO_UPSTREAM_READ_TIMEOUT": "5",
+        # Beside the AppRole file, in the session's temporary folder: never the `.data/` of `make run`.
+        "JETPERO_DATABASE_URL": f"sqlite:///{os.path.join(os.path.dirname(approle_file), 'jetpero.db')}",
+        "JETPERO_COUNTERS_PATH": os.path.join(os.path.dirname(approle_file), "counters.sqlite3"),
     }
     environ.update({k: str(v) for k, v in overrides.items()})
     return Config.from_env(environ)
@@ -175,3 +179,15 @@ def assert_uniform_401(response) -> None:
     assert set(body) == {*UNIFORM_401, "request_id"}, body
     assert {k: body[k] for k in UNIFORM_401} == UNIFORM_401
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def every(api: Api, path: str) -> list[dict]:
+    """Every record of a paginated list, following its `Link: <…>; rel="next"` pages."""
+    records, url = [], f"{path}{'&' if '?' in path else '?'}limit=1000"
+    while url:
+        response = api.get(url)
+        assert response.status_code == 200, response.get_json()
+        records += response.json
+        link = response.headers.get("Link", "")
+        url = link[link.index("<") + 1 : link.index(">")].removeprefix("/api/v1") if 'rel="next"' in link else None
+    return records

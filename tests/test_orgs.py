@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.checks import assert_error, namespaces
-from tests.helpers import unique
+from tests.helpers import every, unique
 
 
 def test_create_list_get_delete(api, bao):
@@ -16,7 +16,7 @@ def test_create_list_get_delete(api, bao):
     assert slug in namespaces(bao)
     assert "jetpero/" in bao.root(slug).sys.list_mounted_secrets_engines()["data"]
 
-    assert slug in [o["slug"] for o in api.get("/orgs").json]
+    assert slug in [o["slug"] for o in every(api, "/orgs")]
     r = api.get(f"/orgs/{slug}")
     assert r.status_code == 200 and r.json["display_name"] == "Acme"
 

@@ -56,6 +56,7 @@ def run(call: Call, worker: Worker, upstream: Upstream, concerns: Concerns) -> R
         admit(call, worker, concerns)
     except Exception as exc:
         _settle_raised(call, concerns, exc, "refused")
+        _drain(call.request)
         raise
     try:
         resolve(call, worker)
@@ -64,6 +65,17 @@ def run(call: Call, worker: Worker, upstream: Upstream, concerns: Concerns) -> R
     except Exception as exc:
         _settle_raised(call, concerns, exc, "failed")
         raise
+
+
+def _drain(req) -> None:
+    """Read a small body the refusal left unread: a server closing a connection with unread
+    bytes resets it (TCP RST), and the client may lose the refusal (a browser's fetch fails)."""
+    length = req.content_length
+    if length and length <= SMALL_BODY:
+        try:
+            req.stream.read(length)
+        except (OSError, ValueError):
+            pass  # the client went away or sent less: nothing left to lose
 
 
 def admit(call: Call, worker: Worker, concerns: Concerns) -> None:
