@@ -106,7 +106,8 @@ def _exchanged_token(worker: Worker, org: str, project: str, claims: dict) -> di
     allowed = set(idp["policy"]["scope"])
     if "*" not in allowed and not providers <= allowed:
         raise tokens.InvalidToken("scope beyond the end-user policy")
-    return {**claims, "org": org, "project": project, "providers": providers, "origins": None}
+    # `valid_until`: the project-token cache's expiry, as for every other project token.
+    return {**claims, "org": org, "project": project, "providers": providers, "origins": None, "valid_until": claims["exp"]}
 
 
 def admin_token(worker: Worker, token: str) -> dict:

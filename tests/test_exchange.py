@@ -58,6 +58,14 @@ def test_an_idp_jwt_of_each_algorithm_becomes_an_end_user_token_the_proxy_takes(
     assert upstream.requests[-1].header("Authorization") == f"Bearer {FAKE_KEY}"
 
 
+def test_an_end_user_token_works_again_from_the_cache(app, client, trusted, idp, upstream):
+    token = exchange(client, trusted, idp.sign({"sub": "carol"})).json["token"]
+    for _ in range(3):  # the first verifies it; the next ones are cache hits (their expiry read)
+        answer = client.post("/proxy/openai/v1/chat/completions", headers=bearer(token), json={"model": "m"})
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert app.extensions["jetpero"].project_tokens.get(token) is not None  # it was kept
+
+
 def test_the_token_may_come_as_a_bearer_and_the_user_claim_is_configurable(app, client, api, project, provider, idp):
     assert trust(app, api, project, idp, user_claim="email", policy={"ttl": 120}).status_code == 200
     token = idp.sign({"email": "bob@example.com"})
