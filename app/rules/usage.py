@@ -8,6 +8,7 @@ as received, compressed or not) after sending it on. JSON answers are kept only 
 from __future__ import annotations
 
 import json
+import json.scanner
 import zlib
 
 MAX_JSON = 1 << 20  # bytes of a JSON answer kept for parsing
@@ -78,15 +79,24 @@ def _gemini(obj: dict) -> dict:
 READERS = {"openai": _openai, "anthropic": _anthropic, "gemini": _gemini}
 
 
+_SCAN = json.scanner.make_scanner(json.JSONDecoder())  # the C scanner json.loads ends in, without its wrappers
+_SPACE = " \t\n\r"  # JSON's whitespace
+
+
 def _parse(data: bytes) -> object:
+    """The JSON document `data` holds (as `json.loads` reads it), or None."""
     try:
-        return json.loads(data)
-    except (ValueError, RecursionError, MemoryError):
+        text = data.decode()
+        value, end = _SCAN(text, len(text) - len(text.lstrip(_SPACE)))
+    except (ValueError, StopIteration, RecursionError, MemoryError):
         return None
+    return value if end == len(text) or not text[end:].strip(_SPACE) else None
 
 
 class UsageMeter:
     """Reads one answer: `feed(chunk)` for each chunk as it passes, then `result()`."""
+
+    __slots__ = ("_chunks", "_found", "_inflate", "_inflated", "_overflow", "_partial", "_read", "_size", "_stream")
 
     def __init__(self, dialect: str | None, stream: bool):
         self._read = READERS.get(dialect) if dialect else None
