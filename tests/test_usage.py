@@ -181,3 +181,17 @@ def test_the_retention_job_runs_in_its_own_thread_once_per_period_across_nodes(e
     assert count(engine) == 0
     job()  # not due again for an hour
     assert usage.run_retention(engine, "another-node:1") is None  # this process holds the period
+
+
+def test_the_proxy_builds_its_rows_in_the_writer_s_column_order():
+    from app.proxy.usage import ROW
+
+    assert ROW == usage.COLUMNS
+
+
+def test_a_queued_value_that_is_not_a_row_is_dropped_not_written(engine):
+    writer = UsageWriter(engine, bound=10, interval=60)
+    writer.add(("too", "short"))
+    writer.record(**call())
+    writer.flush()
+    assert count(engine) == 1 and writer.dropped == 1

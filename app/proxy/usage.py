@@ -17,16 +17,13 @@ from typing import TYPE_CHECKING
 
 from ..rules.usage import FIELDS, UsageMeter
 from ..services.usage import UsageWriter
+from ..store.db import now_ms
 
 if TYPE_CHECKING:
     from .call import Call
 
 METER = "usage.meter"  # call.notes key: the answer's meter, from relay to settle
 NOTHING = dict.fromkeys(FIELDS)
-
-
-def _ms(start: float | None, end: float | None) -> int | None:
-    return None if start is None or end is None else int((end - start) * 1000)
 
 
 class Usage:
@@ -53,21 +50,50 @@ class Usage:
         claims = call.claims
         if claims is None:
             return
-        self.writer.record(
-            org=claims["org"],
-            project=claims["project"],
-            token_id=claims.get("jti"),
-            token_name=claims.get("token_name"),
-            environment=claims.get("env"),
-            end_user=claims.get("end_user"),
-            provider=call.provider,
-            method=call.method,
-            path="/" + call.path,
-            status=call.status or 0,
-            duration_ms=_ms(call.started, call.ended) or 0,
-            ttfb_ms=None if call.upstream_ms is None else int(call.upstream_ms),
-            upstream_ms=_ms(call.sent, call.ended),
-            bytes_in=call.bytes_in,
-            bytes_out=call.bytes_out,
-            **found,
+        started, sent, ended, ttfb = call.started, call.sent, call.ended, call.upstream_ms
+        self.writer.add(  # in the order of `ROW`
+            (
+                now_ms(),
+                claims["org"],
+                claims["project"],
+                claims.get("jti"),
+                claims.get("token_name"),
+                claims.get("env"),
+                claims.get("end_user"),
+                call.provider,
+                call.method,
+                "/" + call.path,
+                call.status or 0,
+                int((ended - started) * 1000),
+                None if ttfb is None else int(ttfb),
+                None if sent is None else int((ended - sent) * 1000),
+                call.bytes_in,
+                call.bytes_out,
+                found["model"],
+                found["prompt_tokens"],
+                found["completion_tokens"],
+                found["total_tokens"],
+            )
         )
+
+
+# The columns of the row `settle` builds, in its order: the writer's (a test holds them equal).
+ROW = (
+    "at_ms",
+    "org",
+    "project",
+    "token_id",
+    "token_name",
+    "environment",
+    "end_user",
+    "provider",
+    "method",
+    "path",
+    "status",
+    "duration_ms",
+    "ttfb_ms",
+    "upstream_ms",
+    "bytes_in",
+    "bytes_out",
+    *FIELDS,
+)

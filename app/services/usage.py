@@ -8,6 +8,7 @@ database is down records wait up to the bound; past it they are counted in `drop
 from __future__ import annotations
 
 import logging
+import operator
 import os
 import socket
 import sys
@@ -31,6 +32,7 @@ _COLUMNS = tuple(c for c in usage_records.columns if c.name != "id")
 COLUMNS = tuple(c.name for c in _COLUMNS)  # a queued record: one value per column, in this order
 _REQUIRED = tuple(i for i, c in enumerate(_COLUMNS) if not c.nullable and c.default is None)
 _ZERO = tuple(i for i, c in enumerate(_COLUMNS) if c.default is not None)  # bytes_in, bytes_out
+_required, _defaulted = operator.itemgetter(*_REQUIRED), operator.itemgetter(*_ZERO)
 _CUT = tuple((i, c.type.length) for i, c in enumerate(_COLUMNS) if getattr(c.type, "length", None))
 GROUPS = ("token_id", "provider", "model", "environment", "status")
 BUCKETS = {"hour": 3_600_000, "day": 86_400_000}
@@ -53,14 +55,19 @@ class UsageWriter:
         self._thread: threading.Thread | None = None
         self._pid = 0
 
+    def add(self, row: tuple) -> None:
+        """Queue one record: a value per column of `COLUMNS`, in its order (what the proxy's usage
+        concern builds, the cheapest form). Never raises; past the bound it is counted as dropped."""
+        if len(self._queue) + len(self._held) >= self.bound:
+            self.dropped += 1
+        else:
+            self._queue.append(row)
+
     def record(self, **fields: object) -> None:
-        """Queue one record (columns of `usage_records`; `at_ms` defaults to now). Never raises."""
+        """Queue one record by column name (`at_ms` defaults to now). Never raises."""
         try:
-            if len(self._queue) + len(self._held) >= self.bound:
-                self.dropped += 1
-                return
             fields.setdefault("at_ms", now_ms())
-            self._queue.append(tuple(map(fields.get, COLUMNS)))
+            self.add(tuple(map(fields.get, COLUMNS)))
         except Exception:  # noqa: BLE001 - the usage path must never fail a proxied call
             self.dropped += 1
 
@@ -148,16 +155,16 @@ _INSERTS: dict = {}
 
 def _row(record: tuple) -> tuple | None:
     """A queued record as the row written: defaults filled, long text cut (a long path or model
-    name is cut, not a refused batch); None if it lacks a required column."""
-    row = list(record)
-    for i in _ZERO:
-        row[i] = row[i] or 0
-    if any(row[i] is None for i in _REQUIRED):
+    name is cut, not a refused batch); None if it lacks a required column or is not a row."""
+    if not isinstance(record, tuple) or len(record) != len(COLUMNS) or None in _required(record):
         return None
+    if None in _defaulted(record):
+        record = tuple(0 if value is None and i in _ZERO else value for i, value in enumerate(record))
     for i, length in _CUT:
-        if isinstance(row[i], str) and len(row[i]) > length:
-            row[i] = row[i][:length]
-    return tuple(row)
+        value = record[i]
+        if isinstance(value, str) and len(value) > length:
+            record = (*record[:i], value[:length], *record[i + 1 :])
+    return record
 
 
 def off_the_loop(fn, *args):
