@@ -2,7 +2,10 @@
 
     body(100)     -> today's CHAT_BODY (one short user message, 100 bytes)
     body(1024)    -> a few ~200-byte messages, 1,024 bytes exactly
-    body(32768)   -> a conversation of ~160 such messages, 32,768 bytes exactly
+    body(32768)   -> a conversation of 169 such messages, 32,768 bytes exactly
+
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null .venv/bin/python -m bench.bodies 32768 110
+                  # instructions of 110 body parses (read_body_fields); minus those of 10: 100 parses
 
 A long body is a history of many messages (what an SDK sends for a long chat), not one huge
 string: a JSON parser's work grows with the number of values as well as with the bytes.
@@ -58,3 +61,23 @@ def sizes(text: str) -> list[int]:
 def label(size: int) -> str:
     """1024 -> '1k', 32768 -> '32k', 100 -> '100'"""
     return f"{size // 1024}k" if size >= 1024 and size % 1024 == 0 else str(size)
+
+
+def main() -> None:
+    """`python -m bench.bodies SIZE N`: parse a SIZE-byte body N times as the limits concern does
+    (`read_body_fields`), to be counted under valgrind (N=110 minus N=10: 100 parses)."""
+    import io
+    import os
+    import sys
+
+    from app.rules.scope import read_body_fields
+
+    data = body(int(sys.argv[1]))
+    for _ in range(int(sys.argv[2])):
+        read_body_fields(io.BytesIO(data).read, 1 << 20)
+    sys.stdout.flush()
+    os._exit(0)  # no interpreter teardown in the count
+
+
+if __name__ == "__main__":
+    main()
