@@ -3,9 +3,11 @@
 Wall-clock figures on this shared 2-core VM move by ±10% from run to run; instruction counts
 do not, so this is the tool for judging a small change to the hot path:
 
-    .venv/bin/python -m bench.instructions          # about 2 minutes; needs valgrind
+    .venv/bin/python -m bench.instructions                   # about 2 minutes; needs valgrind
+    .venv/bin/python -m bench.instructions --body-size 32768  # a 32 KB chat body (bench.bodies)
 
-Each target serves requests in-process through Flask's test client (same 1 KB JSON body,
+Each target serves requests in-process through Flask's test client (same 966-byte JSON body, or
+`--body-size` bytes,
 same fake upstream from bench.upstream), as under gunicorn: gevent's monkey patching applied
 first, Prometheus in multiprocess mode (files in /dev/shm). The count of a run with few requests is subtracted
 from one with more, which cancels start-up, imports and set-up (JetPero's Vault calls
@@ -39,6 +41,10 @@ from tools.procs import free_port, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 BODY = b'{"model":"bench-model","messages":[{"role":"user","content":"' + b"x" * 900 + b'"}]}'
+if os.environ.get("BENCH_BODY_SIZE"):  # --body-size N, handed to the children by the environment
+    from bench.bodies import body
+
+    BODY = body(int(os.environ["BENCH_BODY_SIZE"]))
 FAKE_KEY = "sk-bench-FAKE-KEY-0000000000000000"
 _COLLECTED = re.compile(r"Collected : (\d+)")
 TARGETS = ("floor", "jetpero", "nousage")  # nousage: JetPero with JETPERO_USAGE_LOG=false
@@ -182,7 +188,10 @@ def main() -> int:
     parser.add_argument("--child", nargs=3, metavar=("TARGET", "N", "SETTINGS"), help=argparse.SUPPRESS)
     parser.add_argument("--few", type=int, default=200, help="requests in the short run")
     parser.add_argument("--many", type=int, default=600, help="requests in the long run")
+    parser.add_argument("--body-size", type=int, help="request body bytes (bench.bodies; default a 966-byte body)")
     args = parser.parse_args()
+    if args.body_size:
+        os.environ["BENCH_BODY_SIZE"] = str(args.body_size)
     if args.child:
         child(args.child[0], int(args.child[1]), args.child[2])
     if not shutil.which("valgrind"):
@@ -214,6 +223,7 @@ def main() -> int:
     )
     print(f"JetPero adds {(jetpero - floor) / 1e6:.3f} M ({(jetpero / floor - 1) * 100:.1f}%)")
     print(f"usage records add {(jetpero - nousage) / 1e6:.3f} M ({(jetpero / nousage - 1) * 100:.1f}%)")
+    print(f"request body: {len(BODY) if not args.body_size else args.body_size} bytes")
     print(f"callgrind files for callgrind_annotate: {work}")
     return 0
 

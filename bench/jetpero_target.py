@@ -55,11 +55,11 @@ def _wait_ready(url: str, deadline: float) -> None:
 
 
 def start_jetpero(
-    upstream_url: str, extra_env: dict[str, str] | None = None
+    upstream_url: str, extra_env: dict[str, str] | None = None, policy: dict | None = None
 ) -> tuple[str, dict[str, str], Callable[[], None]]:
     base, operator, project, stop = start_project(upstream_url, extra_env)
     try:
-        token = issue(project, operator)
+        token = issue(project, operator, policy)
     except BaseException:
         stop(keep_logs=True)
         raise

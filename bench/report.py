@@ -11,6 +11,7 @@ from bench.cpu import CPU_COLUMNS, QUIET_BUSY_PCT
 
 TARGET_ADDED_P50_MS = 0.3
 TARGET_THROUGHPUT_PCT = 90.0
+TARGET_BODY_THROUGHPUT_PCT = 95.0  # issue 15: at c=50, for every body size, JetPero (and with a budget) vs the floor
 TARGET_SSE = (1000, 20.0, 100.0)  # streams, events/s, p99 gap ms
 TARGET_USAGE_ADDED_MS = 0.05  # usage logging on vs off
 TARGET_USAGE_THROUGHPUT_LOSS_PCT = 3.0
@@ -36,22 +37,55 @@ def _spread(values: list[float], digits: int) -> dict[str, Any]:
 def ratios_per_round(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """floor vs direct and jetpero vs floor, computed within each round, summarised as median and min-max."""
     ratios: dict[str, Any] = {}
-    for proxy, base in (("floor", "direct"), ("jetpero", "floor"), ("jetpero", "nousage")):
+    pairs = (
+        ("floor", "direct"),
+        ("jetpero", "floor"),
+        ("jetpero", "nousage"),
+        ("budget", "floor"),
+        ("budget", "jetpero"),
+    )
+    for proxy, base in pairs:
         p_rounds = {e["round"]: e for e in results.get(proxy, {}).get("json", {}).get("rounds", [])}
         b_rounds = {e["round"]: e for e in results.get(base, {}).get("json", {}).get("rounds", [])}
-        added, tput = [], []
+        added: list[float] = []
+        tput: dict[str, list[float]] = {}  # "c50" (the first body size), "c50_1k", ...
         for index in sorted(p_rounds.keys() & b_rounds.keys()):
             p, b = p_rounds[index], b_rounds[index]
             if "p50_ms" in p["c1"] and "p50_ms" in b["c1"]:
                 added.append(p["c1"]["p50_ms"] - b["c1"]["p50_ms"])
-            if "rps" in p["c50"] and b["c50"].get("rps"):
-                tput.append(100 * p["c50"]["rps"] / b["c50"]["rps"])
-        if added and tput:
+            for key in (key for key in p if key.startswith("c50")):
+                if "rps" in p[key] and b.get(key, {}).get("rps"):
+                    tput.setdefault(key, []).append(100 * p[key]["rps"] / b[key]["rps"])
+        if added and tput.get("c50"):
             ratios[f"{proxy}_vs_{base}"] = {
                 "added_p50_ms_c1": _spread(added, 2),
-                "throughput_pct_c50": _spread(tput, 1),
+                **{f"throughput_pct_{key}": _spread(values, 1) for key, values in tput.items()},
             }
     return ratios
+
+
+def _sizes(results: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """c50 result key -> its body size in bytes, from any target's JSON results."""
+    for res in results.values():
+        if sizes := res.get("json", {}).get("body_sizes"):
+            return {key: size for key, size in sizes.items() if key.startswith("c50")}
+    return {"c50": 100}
+
+
+def _body_verdicts(results: dict[str, dict[str, Any]], ratios: dict[str, Any]) -> list[str]:
+    """Throughput at c=50 per body size: JetPero, and JetPero with a budget, against the floor."""
+    lines = []
+    for proxy in ("jetpero", "budget"):
+        ratio = ratios.get(f"{proxy}_vs_floor")
+        if not ratio:
+            continue
+        for key, size in _sizes(results).items():
+            if not (tput := ratio.get(f"throughput_pct_{key}")):
+                continue
+            label = f"{proxy} c=50, {size} B bodies >= {TARGET_BODY_THROUGHPUT_PCT:g}% of floor"
+            verdict = "PASS" if tput["median"] >= TARGET_BODY_THROUGHPUT_PCT else "FAIL"
+            lines.append(f"{label:48} {verdict}  {tput['median']}% (rounds {tput['min']} .. {tput['max']})")
+    return lines
 
 
 def _sse_ok(sse: dict[str, Any]) -> bool:
@@ -94,6 +128,7 @@ def verdicts(results: dict[str, dict[str, Any]], ratios: dict[str, Any], args: a
         lines.append(f"{label:48} n/a   (needs JSON results for floor and jetpero)")
         lines.append(f"{'throughput at c=50 >= 90% of floor':48} n/a   (needs JSON results for floor and jetpero)")
     lines.extend(_usage_verdicts(ratios))
+    lines.extend(_body_verdicts(results, ratios))
     streams, rate, gap = TARGET_SSE
     label = f">= {streams} SSE x {rate:g}/s delivered, p99 gap < {gap:g} ms"
     load = next((f"{s}x{r:g}" for s, r in args.sse if s >= streams and r >= rate), None)
@@ -118,17 +153,21 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> tupl
             print(f"{name}: {res['error']}")
     json_results = {name: res["json"]["median"] for name, res in results.items() if res.get("json", {}).get("median")}
     if json_results:
-        print(f"\nJSON 1 KB POST /v1/chat/completions, median of {args.rounds} rounds x {args.json_seconds:g} s"
+        print(f"\nJSON POST /v1/chat/completions (~1 KB answers), median of {args.rounds} rounds x {args.json_seconds:g} s"
               f"{' ' * 8}CPU% at c=50 (of {(os.cpu_count() or 1) * 100}): {CPU_COLUMNS}")  # fmt: skip
         print(f"{'target':8} | {'c=1 req/s':>9} {'p50 ms':>7} {'p99 ms':>7} | "
               f"{'c=50 req/s':>10} {'p50 ms':>7} {'p99 ms':>7} {'err':>5} |")  # fmt: skip
-    for name, med in json_results.items():
-        c1, c50 = med.get("c1", {}), med.get("c50", {})
-        print(
-            f"{name:8} | {_fmt(c1.get('rps'), 9)} {_fmt(c1.get('p50_ms'), 7)} {_fmt(c1.get('p99_ms'), 7)} | "
-            f"{_fmt(c50.get('rps'), 10)} {_fmt(c50.get('p50_ms'), 7)} {_fmt(c50.get('p99_ms'), 7)} "
-            f"{_fmt((c1.get('errors') or 0) + (c50.get('errors') or 0), 5)} | {_cpu(c50.get('cpu_pct', {}))}"
-        )
+    sizes = _sizes(results)
+    for key, size in sizes.items():
+        if len(sizes) > 1 or size != 100:
+            print(f"-- {size} B request bodies" + ("" if key == "c50" else " (c=50 only)"))
+        for name, med in json_results.items():
+            c1, c50 = med.get("c1", {}) if key == "c50" else {}, med.get(key, {})
+            print(
+                f"{name:8} | {_fmt(c1.get('rps'), 9)} {_fmt(c1.get('p50_ms'), 7)} {_fmt(c1.get('p99_ms'), 7)} | "
+                f"{_fmt(c50.get('rps'), 10)} {_fmt(c50.get('p50_ms'), 7)} {_fmt(c50.get('p99_ms'), 7)} "
+                f"{_fmt((c1.get('errors') or 0) + (c50.get('errors') or 0), 5)} | {_cpu(c50.get('cpu_pct', {}))}"
+            )
     if any("sse" in res for res in results.values()):
         print(f"\nSSE, {args.sse_seconds:g} s per load (streams x events/s)")
         print(f"{'load':8} {'target':8} | {'all-events':>10} {'errors':>6} | {'gap p50':>7} {'p99':>6} {'max':>6} | "
@@ -171,6 +210,10 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> tupl
             f"{key}: {added['median']:+} ms p50 at c=1 (per round {added['min']:+} .. {added['max']:+}); "
             f"{tput['median']}% throughput at c=50 (per round {tput['min']} .. {tput['max']})"
         )
+        for name, size in _sizes(results).items():
+            if name != "c50" and (tput := ratio.get(f"throughput_pct_{name}")):
+                print(f"{' ' * len(key)}  {size} B bodies: {tput['median']}% throughput at c=50"
+                      f" (per round {tput['min']} .. {tput['max']})")  # fmt: skip
     lines = verdicts(results, ratios, args)
     print("\nVERDICT (JetPero targets)")
     for line in lines:

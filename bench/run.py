@@ -1,13 +1,15 @@
 """Side-by-side benchmark: direct upstream, the Flask floor (bench.floor) and JetPero (bench.jetpero_target).
 
     .venv/bin/python -m bench.run                       # all targets (JetPero skipped if its starter raises NotImplemented)
-    .venv/bin/python -m bench.run --only floor,jetpero  # comma list of: direct, floor, jetpero
+    .venv/bin/python -m bench.run --only floor,jetpero  # comma list of: direct, floor, jetpero, nousage, budget
     .venv/bin/python -m bench.run --rounds 7 --sse 1000x20 --wait-quiet 120
+    .venv/bin/python -m bench.run --body-sizes 1k,32k --skip-sse
 
 All selected targets are started first and stay up together, and all get the same requests (with
-JetPero's project token in Authorization, as an SDK would send it to any base URL). The machine is noisy, so JSON tests (1 KB POSTs)
-run in interleaved rounds (``--rounds``, default 5): each round measures every target at concurrency 1, then every target at 50
-(``--json-seconds`` each, default 3), the order rotating from round to round; floor and JetPero are always measured
+JetPero's project token in Authorization, as an SDK would send it to any base URL). The machine is noisy, so JSON tests (POSTs
+of ``--body-sizes`` bytes, default 100,1024,32768: bench.bodies; ~1 KB answers) run in interleaved rounds (``--rounds``,
+default 5): each round measures every target at concurrency 1 with the first body size, then every target at 50 with each
+size in turn (``--json-seconds`` each, default 3), the order rotating from round to round; floor and JetPero are always measured
 back to back (which one goes first alternates). Per target the table shows the median over rounds of req/s, p50
 and p99. The JetPero-vs-floor ratios (added p50 at c=1, throughput at c=50) are computed within each round and
 reported as the median of the per-round ratios with their min-max.
@@ -18,8 +20,8 @@ SSE then runs once per target and load (``--sse``, default ``1000x20,1000x5``: s
 The CPU used meanwhile by the load client, the upstream, the proxy (the PIDs listening on its port), interrupts and
 any other process (the idle targets included) is recorded with each test. A verdict against JetPero's targets
 (added p50 <= 0.3 ms; throughput >= 90% of the floor; 1000 streams x 20/s all delivered with p99 gap < 100 ms)
-closes the report. Results: printed tables and bench/results/latest.json (every round's figures included).
-Every process started here is stopped by PID at the end, errors included. A default full run takes ~3-4 minutes.
+closes the report, with throughput >= 95% of the floor per body size (issue 15). Results: printed tables and bench/results/latest.json (every round's figures included).
+Every process started here is stopped by PID at the end, errors included. A default full run takes ~8 minutes.
 The parts: bench.targets (processes), bench.cpu, bench.json_rounds, bench.sse, bench.report (see bench/README.md).
 """
 
@@ -38,6 +40,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from bench.bodies import DEFAULT_SIZES, sizes
 from bench.cpu import QUIET_BUSY_PCT
 from bench.json_rounds import json_rounds
 from bench.load import raise_nofile_limit
@@ -64,9 +67,15 @@ def sse_loads(text: str) -> list[tuple[int, float]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="JetPero side-by-side benchmark")
-    parser.add_argument("--only", default=",".join(ALL_TARGETS), help="comma list of: direct, floor, jetpero, nousage")
+    parser.add_argument("--only", default=",".join(ALL_TARGETS), help=f"comma list of: {', '.join(ALL_TARGETS)}")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved JSON rounds (medians reported)")
     parser.add_argument("--json-seconds", type=float, default=3.0, help="per JSON test (c=1, c=50) per round")
+    parser.add_argument(
+        "--body-sizes",
+        type=sizes,
+        default=list(DEFAULT_SIZES),
+        help="request body sizes in bytes (1k = 1024), c=50 at each, c=1 at the first (default 100,1024,32768)",
+    )
     parser.add_argument(
         "--sse", type=sse_loads, default=sse_loads("1000x20,1000x5"), help="SSE loads STREAMSxRATE,... (events/s)"
     )
@@ -123,8 +132,8 @@ def main() -> int:
             results[target.name] = {"base_url": target.base, "proxy_pids": target.proxy_pids}
         if running and not args.skip_json:
             json_rounds(running, args, up_pids, results)
-        if running and not args.skip_sse:
-            sse_tests(running, args, up_pids, results)
+        if running and not args.skip_sse:  # a budget reads request bodies: an SSE GET has none
+            sse_tests([target for target in running if target.name != "budget"], args, up_pids, results)
     finally:
         for stop in reversed(stops):
             try:

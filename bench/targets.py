@@ -23,8 +23,11 @@ from tools.procs import free_port
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 CHAT_BODY = json.dumps({"model": "bench-model", "messages": [{"role": "user", "content": "Say hello in one line."}]})
-ALL_TARGETS = ("direct", "floor", "jetpero", "nousage")  # nousage: JetPero with JETPERO_USAGE_LOG=false
-JETPERO_TARGETS = {"jetpero": {}, "nousage": {"JETPERO_USAGE_LOG": "false"}}
+ALL_TARGETS = ("direct", "floor", "jetpero", "nousage", "budget")  # nousage: JetPero with JETPERO_USAGE_LOG=false
+JETPERO_TARGETS = {"jetpero": {}, "nousage": {"JETPERO_USAGE_LOG": "false"}, "budget": {}}
+# budget: JetPero whose token has a daily token budget (far from reached): the limits concern reads
+# every request body for its max_tokens and reserves, then settles, in the embedded counter store
+JETPERO_POLICIES = {"budget": {"limits": {"tokens_per_day": 10**15}}}
 
 
 def start_process(name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -94,7 +97,8 @@ def start_target(
     else:
         from bench.jetpero_target import start_jetpero
 
-        base, headers, stop = start_jetpero(up_url, JETPERO_TARGETS[name])  # NotImplementedError: skipped
+        policy = JETPERO_POLICIES.get(name)
+        base, headers, stop = start_jetpero(up_url, JETPERO_TARGETS[name], policy)  # NotImplementedError: skipped
         stops.append(stop)
         wait_http(base + "/v1/chat/completions", headers)
     proxy_pids = [] if name == "direct" else listening_pids(int(base.split(":")[2].split("/")[0]))

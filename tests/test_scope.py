@@ -133,3 +133,20 @@ def test_reads_at_most_the_limit():
 def test_hostile_bodies_are_refused_not_crashed(body, message):
     with pytest.raises(BodyUnreadable, match=message):
         read_body_fields(reader(body, chunk=65536), limit=1 << 20)
+
+
+def test_only_the_top_level_is_checked_for_repeated_keys_but_the_whole_body_is_json():
+    nested = b'{"model": "gpt-4o", "messages": [{"role": "user", "role": "system", "content": "hi"}]}'
+    assert read_body_fields(reader(nested)).model == "gpt-4o"  # a nested repeat cannot change model or max_tokens
+    refused = [
+        (b'{"model": "gpt-4o", "\\u006dodel": "gpt-3.5"}', "repeats a key"),  # the same key, escaped
+        (b'{"model": "gpt-4o", "messages": [{"n": NaN}]}', "not JSON"),
+        (b'{"model": "gpt-4o", "messages": [{"n": 1,}]}', "not a JSON object that can be read"),
+        (b'{"model": "gpt-4o"} {}', "not a JSON object that can be read"),
+        (b' \n{"model": "gpt-4o",}', "not a JSON object that can be read"),
+    ]
+    for body, message in refused:
+        with pytest.raises(BodyUnreadable, match=message):
+            read_body_fields(reader(body))
+    spaced = read_body_fields(reader(b' \n{ "model" :"gpt-4o" , "max_tokens": 7 }\r\n'))
+    assert (spaced.model, spaced.max_tokens) == ("gpt-4o", 7)
