@@ -9,7 +9,7 @@ import zlib
 
 import pytest
 
-from app.rules.usage import MAX_JSON, MAX_LINE, UsageMeter
+from app.rules.usage import MAX_JSON, MAX_LINE, SizedJsonMeter, UsageMeter
 
 SSE = "text/event-stream; charset=utf-8"
 
@@ -50,8 +50,10 @@ GEMINI_STREAM = (
 )
 
 
-def meter_of(template: str, content_type: str, body: bytes, size: int | None = None) -> dict | None:
-    meter = UsageMeter.for_template(template, content_type)
+def meter_of(
+    template: str, content_type: str, body: bytes, size: int | None = None, *, sized: bool = False
+) -> dict | None:
+    meter = UsageMeter.for_template(template, content_type, None, len(body) if sized else None)
     size = size or len(body) or 1
     for start in range(0, len(body), size):
         meter.feed(body[start : start + size])
@@ -97,8 +99,9 @@ def test_streams_are_metered_whatever_the_chunking(template, body, expected, siz
         ("groq", {"model": "llama", "usage": {"prompt_tokens": 1, "completion_tokens": 1}}, ("llama", 1, 1, 2)),
     ],
 )
-def test_json_answers_are_metered(template, answer, expected):
-    result = meter_of(template, "application/json", json.dumps(answer).encode(), 5)
+@pytest.mark.parametrize("sized", [False, True], ids=["chunked", "declared-length"])
+def test_json_answers_are_metered(template, answer, expected, sized):
+    result = meter_of(template, "application/json", json.dumps(answer).encode(), 5, sized=sized)
     assert tuple(result[k] for k in ("model", "prompt_tokens", "completion_tokens", "total_tokens")) == expected
 
 
@@ -185,3 +188,12 @@ def test_a_compression_bomb_or_corrupt_data_is_no_usage():
     corrupt.feed(b"not gzip at all")
     assert corrupt.result() is None
     assert UsageMeter.for_template("openai", "application/json", "br").result() is None
+
+
+def test_a_json_answer_of_declared_length_is_kept_by_append_alone_and_the_rest_by_the_full_meter():
+    assert isinstance(UsageMeter.for_template("openai", "application/json", None, 500), SizedJsonMeter)
+    for args in [(None, MAX_JSON + 1), ("gzip", 500), (None, None)]:  # too long, compressed, no length
+        assert isinstance(UsageMeter.for_template("openai", "application/json", *args), UsageMeter)
+    assert isinstance(UsageMeter.for_template("openai", SSE, None, 500), UsageMeter)
+    assert meter_of("openai", "application/json", b"[1, {", sized=True) is None  # unreadable: no usage
+    assert meter_of("unknown", "application/json", b'{"usage": {"prompt_tokens": 1}}', sized=True) is None

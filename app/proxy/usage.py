@@ -33,10 +33,14 @@ class Usage:
         self.writer = writer
 
     def relay(self, call: Call):
-        headers = call.answer.headers
+        answer = call.answer
+        headers = answer.headers
         try:
             meter = UsageMeter.for_template(
-                call.record.get("template", ""), headers.get("Content-Type"), headers.get("Content-Encoding")
+                call.record.get("template", ""),
+                headers.get("Content-Type"),
+                headers.get("Content-Encoding"),
+                answer.length_remaining,  # the declared length, before any byte is read
             )
         except Exception:  # noqa: BLE001 - an answer the meter cannot read is relayed unmetered
             return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import json.scanner
 import zlib
+from collections.abc import Callable
 
 MAX_JSON = 1 << 20  # bytes of a JSON answer kept for parsing
 MAX_LINE = 1 << 16  # longest SSE line parsed
@@ -110,9 +111,14 @@ class UsageMeter:
         self._inflated = 0
 
     @classmethod
-    def for_template(cls, template: str, content_type: str | None, content_encoding: str | None = None) -> UsageMeter:
-        """The meter for an answer of `template` with these headers (brotli and others: not metered)."""
+    def for_template(
+        cls, template: str, content_type: str | None, content_encoding: str | None = None, length: int | None = None
+    ) -> UsageMeter | SizedJsonMeter:
+        """The meter for an answer of `template` with these headers (brotli and others: not
+        metered); `length`: its declared length, if any (urllib3 reads no more)."""
         kind = (content_type or "").split(";", 1)[0].strip().lower()
+        if content_encoding is None and length is not None and length <= MAX_JSON and kind != "text/event-stream":
+            return SizedJsonMeter(READERS.get(DIALECTS.get(template)))  # type: ignore[arg-type]
         encoding = (content_encoding or "identity").strip().lower()
         dialect = DIALECTS.get(template) if encoding in ("identity", *WBITS) else None
         meter = cls(dialect, kind == "text/event-stream")
@@ -174,12 +180,7 @@ class UsageMeter:
                 self._take(_parse(line[5:].strip()))
 
     def _take(self, obj: object) -> None:
-        if isinstance(obj, list):  # Gemini's streamGenerateContent without alt=sse: a JSON array
-            for item in obj:
-                if isinstance(item, dict):
-                    self._take(item)
-        elif isinstance(obj, dict):
-            self._found.update({k: v for k, v in self._read(obj).items() if v is not None})
+        _take(self._found, self._read, obj)
 
     def result(self) -> dict | None:
         """`{model, prompt_tokens, completion_tokens, total_tokens}` read so far, or None."""
@@ -191,10 +192,46 @@ class UsageMeter:
                 self._chunks = []
         except (MemoryError, RecursionError):
             return None
-        if not self._found:
+        return _result(self._found)
+
+
+class SizedJsonMeter:
+    """The common case: an uncompressed JSON answer whose declared length is within `MAX_JSON`.
+    `feed` is its list's own `append` (no Python call per chunk); `result()` parses it once."""
+
+    __slots__ = ("_chunks", "_read", "feed")
+
+    def __init__(self, read: Callable[[dict], dict] | None):
+        self._read = read
+        self._chunks: list[bytes] = []
+        self.feed = self._chunks.append
+
+    def result(self) -> dict | None:
+        if self._read is None:
             return None
-        found = {name: self._found.get(name) for name in FIELDS}
-        prompt, completion = found["prompt_tokens"], found["completion_tokens"]
-        if found["total_tokens"] is None and prompt is not None and completion is not None:
-            found["total_tokens"] = prompt + completion
-        return found
+        found: dict = {}
+        try:
+            _take(found, self._read, _parse(b"".join(self._chunks)))
+        except (MemoryError, RecursionError):
+            return None
+        return _result(found)
+
+
+def _take(found: dict, read: Callable[[dict], dict], obj: object) -> None:
+    """Add what `read` finds in `obj` (a dialect's answer or event, or a list of them) to `found`."""
+    if isinstance(obj, list):  # Gemini's streamGenerateContent without alt=sse: a JSON array
+        for item in obj:
+            if isinstance(item, dict):
+                _take(found, read, item)
+    elif isinstance(obj, dict):
+        found.update({k: v for k, v in read(obj).items() if v is not None})
+
+
+def _result(found: dict) -> dict | None:
+    if not found:
+        return None
+    result = {name: found.get(name) for name in FIELDS}
+    prompt, completion = result["prompt_tokens"], result["completion_tokens"]
+    if result["total_tokens"] is None and prompt is not None and completion is not None:
+        result["total_tokens"] = prompt + completion
+    return result
