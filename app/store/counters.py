@@ -1,8 +1,17 @@
 """The shared counter stores: rate windows, budget reservations and stream leases.
 
-Rate windows are the `limits` library's moving window (its `MovingWindowRateLimiter`) over a
-`limits` storage; budgets and leases are one atomic step each (a Lua script on Redis, a
-`BEGIN IMMEDIATE` transaction on the embedded store). Two stores, one interface:
+Rate windows are the `limits` library's moving window, kept where and as the library keeps it
+(its key, `LIMITER/<key>/<amount>/<multiples>/<granularity>`, and on Redis its list of entry
+times under `jetpero-windows:`; on the embedded store its `entries` rows), so its
+`MovingWindowRateLimiter` reads and hits them (`window`, `hit`). A proxied call's admit is one
+store call, `take`: every rate window, stream lease and budget reservation that applies, checked
+and then taken, all or nothing, in one Lua script on Redis (`_TAKE`: every check first, then
+every write, so a refusal writes nothing) and in one `BEGIN IMMEDIATE` transaction on the
+embedded store. The script's window check and write are the library's own
+(`acquire_moving_window.lua`: the entry at `limit - 1` younger than the window refuses; LPUSH
+the client's time, LTRIM to the limit, EXPIRE), so the window is exactly the library's moving
+window, whichever path hit it. Settle is one Redis pipeline or one transaction. Two stores, one
+interface:
 
 - `RedisCounters` (`JETPERO_REDIS_URL`): exact across every worker of every node.
 - `SQLiteCounters` (the default): a `limits` storage over one SQLite file in WAL mode. Each
@@ -17,6 +26,7 @@ policy (`JETPERO_LIMITS_ON_STORE_DOWN`).
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
@@ -33,6 +43,9 @@ from redis.retry import Retry
 from .sqlite_storage import SQLiteStorage
 
 T = TypeVar("T")
+Window = tuple[str, int, int]  # (the `limits` key: item.key_for(key), limit, expiry s): one entry each
+Lease = tuple[str, str, int, float]  # (key, lease id, limit, ttl s)
+Budget = tuple[str, int, int, int]  # (key, amount, limit, ttl s)
 
 
 class CounterStoreUnavailable(RuntimeError):
@@ -74,9 +87,15 @@ class CounterStore:
         return self.limiter.get_window_stats(item, key)
 
     @_guarded
-    def unhit(self, item: RateLimitItem, key: str, cost: int = 1) -> None:
-        """Give back the newest `cost` entries of a window (an admit refused further on)."""
-        self._unhit(item.key_for(key), cost)
+    def take(self, windows: list[Window], leases: list[Lease], budgets: list[Budget]) -> tuple[int, float] | None:
+        """Check every window, lease and budget, in that order, then take them all: one round trip.
+
+        None when all were taken. Otherwise nothing is taken and the answer is (index of the first
+        check that refused, counting windows then leases then budgets, detail): for a window the
+        time of its oldest entry (the window reopens `expiry` after it), for a budget its value,
+        for a lease 0.
+        """
+        return self._take(windows, leases, budgets)
 
     @_guarded
     def reserve(self, key: str, amount: int, limit: int, ttl: int) -> tuple[bool, int]:
@@ -104,7 +123,7 @@ class CounterStore:
         if not self.storage.check():
             raise StorageError(ConnectionError("no answer"))
 
-    def _unhit(self, window_key: str, cost: int) -> None:
+    def _take(self, windows: list[Window], leases: list[Lease], budgets: list[Budget]) -> tuple[int, float] | None:
         raise NotImplementedError
 
     def _reserve(self, key: str, amount: int, limit: int, ttl: int) -> tuple[bool, int]:
@@ -132,6 +151,54 @@ _ADJUST = """
 local value = redis.call('INCRBY', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return value
+"""
+_TAKE = """
+-- KEYS: the windows' keys, then the leases', then the budgets'.
+-- ARGV: now (the client's time, as the limits library's own hit), #windows, #leases, #budgets, then
+-- (limit, expiry) per window, (lease, limit, ttl) per lease, (amount, limit, ttl) per budget.
+local now = tonumber(ARGV[1])
+local nw, nl, nb = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local a, t = 5, 0
+for i = 1, nw do
+  local entry = redis.call('LINDEX', KEYS[i], tonumber(ARGV[a]) - 1)
+  if entry and tonumber(entry) >= now - tonumber(ARGV[a + 1]) then return {i, entry} end
+  a = a + 2
+end
+if nl > 0 then
+  local time = redis.call('TIME')
+  t = tonumber(time[1]) + tonumber(time[2]) / 1000000
+end
+for i = nw + 1, nw + nl do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', t)  -- lapsed leases only: nothing live is given back
+  if redis.call('ZCARD', KEYS[i]) >= tonumber(ARGV[a + 1]) then return {i, '0'} end
+  a = a + 3
+end
+for i = nw + nl + 1, nw + nl + nb do
+  local value = redis.call('GET', KEYS[i]) or '0'
+  local used, amount, limit = tonumber(value), tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  if used >= limit or used + amount > limit then return {i, value} end
+  a = a + 3
+end
+a = 5
+for i = 1, nw do
+  local limit = tonumber(ARGV[a])
+  redis.call('LPUSH', KEYS[i], now)
+  redis.call('LTRIM', KEYS[i], 0, limit - 1)
+  redis.call('EXPIRE', KEYS[i], ARGV[a + 1])
+  a = a + 2
+end
+for i = nw + 1, nw + nl do
+  local ttl = tonumber(ARGV[a + 2])
+  redis.call('ZADD', KEYS[i], t + ttl, ARGV[a])
+  redis.call('EXPIRE', KEYS[i], math.ceil(ttl))
+  a = a + 3
+end
+for i = nw + nl + 1, nw + nl + nb do
+  redis.call('INCRBY', KEYS[i], ARGV[a])
+  redis.call('EXPIRE', KEYS[i], ARGV[a + 2])
+  a = a + 3
+end
+return 0
 """
 _ACQUIRE = """
 local now = redis.call('TIME')
@@ -163,13 +230,29 @@ class RedisCounters(CounterStore):
         self._reserve_script = self.client.register_script(_RESERVE)
         self._adjust_script = self.client.register_script(_ADJUST)
         self._acquire_script = self.client.register_script(_ACQUIRE)
+        self._take_script = self.client.register_script(_TAKE)
+        self._window_prefix = self.storage.prefixed_key("")
         super().__init__()
 
     def _key(self, key: str) -> str:
         return f"{self.PREFIX}:{key}"
 
-    def _unhit(self, window_key: str, cost: int) -> None:
-        self.client.lpop(self.storage.prefixed_key(window_key), cost)
+    def _take(self, windows: list[Window], leases: list[Lease], budgets: list[Budget]) -> tuple[int, float] | None:
+        keys = [self._window_prefix + key for key, _, _ in windows]
+        args: list = [time.time(), len(windows), len(leases), len(budgets)]
+        for _, limit, expiry in windows:
+            args += (limit, expiry)
+        for key, lease, limit, ttl in leases:
+            keys.append(f"{self.PREFIX}:{key}")
+            args += (lease, limit, ttl)
+        for key, amount, limit, ttl in budgets:
+            keys.append(f"{self.PREFIX}:{key}")
+            args += (amount, limit, ttl)
+        answer = self._take_script(keys, args)
+        if answer == 0:
+            return None
+        index = int(answer[0]) - 1
+        return index, float(answer[1]) if index < len(windows) else int(answer[1])
 
     def _reserve(self, key: str, amount: int, limit: int, ttl: int) -> tuple[bool, int]:
         taken, value = self._reserve_script([self._key(key)], [amount, limit, ttl])
@@ -200,12 +283,35 @@ class SQLiteCounters(CounterStore):
         self.storage = SQLiteStorage(f"jetpero+sqlite://{path}", busy_timeout=busy_timeout)
         super().__init__()
 
-    def _unhit(self, window_key: str, cost: int) -> None:
-        with self.storage.transaction() as (conn, _):
-            conn.execute(
-                "DELETE FROM entries WHERE rowid IN (SELECT rowid FROM entries WHERE key = ? ORDER BY at DESC LIMIT ?)",
-                (window_key, cost),
-            )
+    def _take(self, windows: list[Window], leases: list[Lease], budgets: list[Budget]) -> tuple[int, float] | None:
+        with self.storage.transaction() as (conn, now):
+            execute = conn.execute
+            for index, (key, limit, expiry) in enumerate(windows):  # the checks of SQLiteStorage.acquire_entry
+                execute("DELETE FROM entries WHERE key = ? AND at <= ?", (key, now - expiry))
+                taken, oldest = execute("SELECT COUNT(*), MIN(at) FROM entries WHERE key = ?", (key,)).fetchone()
+                if taken >= limit:
+                    return index, oldest
+            base = len(windows)
+            for index, (key, _, limit, _) in enumerate(leases, base):
+                execute("DELETE FROM leases WHERE key = ? AND expires_at <= ?", (key, now))
+                if execute("SELECT COUNT(*) FROM leases WHERE key = ?", (key,)).fetchone()[0] >= limit:
+                    return index, 0.0
+            base += len(leases)
+            used = []
+            for index, (key, amount, limit, _) in enumerate(budgets, base):
+                value = self.storage.counter(conn, key, now)
+                if value >= limit or value + amount > limit:
+                    return index, float(value)
+                used.append(value)
+            if windows:
+                conn.executemany("INSERT INTO entries VALUES (?, ?, ?)", [(k, now, now + e) for k, _, e in windows])
+            if leases:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", [(k, le, now + ttl) for k, le, _, ttl in leases]
+                )
+            for (key, amount, _, ttl), value in zip(budgets, used, strict=True):
+                self.storage.put(conn, key, value + amount, now + ttl)
+            return None
 
     def _reserve(self, key: str, amount: int, limit: int, ttl: int) -> tuple[bool, int]:
         with self.storage.transaction() as (conn, now):
