@@ -48,8 +48,7 @@ def sent_by(store, action) -> list[str]:
         finally:
             conn.set_trace_callback(None)
         return [s for s in statements if s.startswith(("BEGIN", "COMMIT", "ROLLBACK"))]
-    client = store.client.client_info()  # the pooled connection the next call reuses (one thread)
-    own = client["addr"]
+    own = "{}:{}".format(*store._lean.idle[-1]._sock.getsockname()[:2])  # the connection the next call reuses
     watcher = redis.Redis.from_url(_url(store))
     marker = f"end-{uuid.uuid4().hex}"
     commands = []
@@ -135,3 +134,20 @@ def test_take_and_the_limits_library_share_one_moving_window(store):
     assert remaining == 0 and refusal.ratelimit == f'"token-requests-per-minute";r=0;t={refusal.retry_after}'
     # from the oldest entry, as the library's reset (a second may tick between the two reads)
     assert refusal.retry_after - max(1, math.ceil(reset - time.time())) in (0, 1)
+
+
+def test_connections_the_server_closed_are_replaced_once_and_a_dead_server_is_unavailable(disposable_redis):
+    store, who = RedisCounters(disposable_redis.url), subjects()
+    engine, policy = Limits(store), Policy(token=LimitSet(requests_per_minute=10, tokens_per_day=100))
+    assert engine.settle(engine.admit(who, policy, Estimate(5)), 1)
+    admin = redis.Redis.from_url(disposable_redis.url)
+    assert admin.client_kill_filter(_type="normal", skipme=True) >= 1  # every idle connection of the store's
+    admin.close()
+    second = engine.admit(who, policy, Estimate(5))  # on a new connection, taken once
+    assert second.admitted and engine.settle(second, 1)
+    assert store.adjust(second.reservations[0][0], 0, 60) == 2
+    assert store.window(RateLimitItemPerMinute(10), _key("rate", who, "token")).remaining == 8
+    disposable_redis.stop()
+    refused = engine.admit(who, policy, Estimate(5))
+    assert refused.refusal.status == 503 and refused.refusal.code == "limits_unavailable"
+    assert not Limits(store).settle(second.__class__(reservations=second.reservations), 3)  # settle: False, no raise

@@ -25,6 +25,7 @@ policy (`JETPERO_LIMITS_ON_STORE_DOWN`).
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -211,6 +212,65 @@ return 1
 """
 
 
+class _Connections:
+    """A lean path to Redis for the hot path's two calls (`take`, `settle`): connections of our own.
+
+    redis-py's pool checks each connection it hands out for unread data (`can_read`, a poll);
+    under gevent that poll alone costs several times a loopback round trip. These connections
+    are only ever put back after every reply was read, so the check is not needed: a call takes
+    one (LIFO), sends its commands in one write, reads every reply and puts it back, or drops it
+    on any socket error. A reused connection the server closed meanwhile is replaced once (a
+    read timeout is not retried: the script may have run). Same settings as the `limits`
+    storage's client (timeouts, database, credentials).
+    """
+
+    IDLE = 64  # connections kept per process; more are closed once used
+
+    def __init__(self, pool: redis.ConnectionPool):
+        self.make = lambda: pool.connection_class(**pool.connection_kwargs)
+        self.idle: list = []
+        self.pid = os.getpid()
+
+    def run(self, commands: list[tuple]) -> list:
+        """The replies to `commands` (an error reply is returned as its ResponseError)."""
+        if self.pid != os.getpid():  # forked: the parent's sockets are not ours
+            self.idle, self.pid = [], os.getpid()
+        while True:
+            try:
+                conn, reused = self.idle.pop(), True
+            except IndexError:
+                conn, reused = self.make(), False
+            try:
+                conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+                replies = []
+                for _ in commands:
+                    try:
+                        replies.append(conn.read_response())
+                    except redis.ResponseError as exc:  # the connection stays in step
+                        replies.append(exc)
+            except redis.TimeoutError:
+                conn.disconnect()
+                raise
+            except (redis.ConnectionError, OSError):
+                conn.disconnect()
+                if reused:  # closed while idle (a restarted server): so are the others
+                    while self.idle:
+                        try:
+                            self.idle.pop().disconnect()
+                        except IndexError:  # another thread took the last one
+                            break
+                    continue
+                raise
+            except BaseException:
+                conn.disconnect()
+                raise
+            if len(self.idle) < self.IDLE:
+                self.idle.append(conn)
+            else:
+                conn.disconnect()
+            return replies
+
+
 class RedisCounters(CounterStore):
     """Redis (or Valkey) through `limits`' RedisStorage, plus three Lua scripts of our own."""
 
@@ -231,6 +291,7 @@ class RedisCounters(CounterStore):
         self._adjust_script = self.client.register_script(_ADJUST)
         self._acquire_script = self.client.register_script(_ACQUIRE)
         self._take_script = self.client.register_script(_TAKE)
+        self._lean = _Connections(self.client.connection_pool)
         self._window_prefix = self.storage.prefixed_key("")
         super().__init__()
 
@@ -248,7 +309,12 @@ class RedisCounters(CounterStore):
         for key, amount, limit, ttl in budgets:
             keys.append(f"{self.PREFIX}:{key}")
             args += (amount, limit, ttl)
-        answer = self._take_script(keys, args)
+        script = self._take_script
+        (answer,) = self._lean.run([("EVALSHA", script.sha, len(keys), *keys, *args)])
+        if isinstance(answer, redis.exceptions.NoScriptError):  # a restarted or flushed server
+            (answer,) = self._lean.run([("EVAL", script.script, len(keys), *keys, *args)])
+        if isinstance(answer, Exception):
+            raise answer
         if answer == 0:
             return None
         index = int(answer[0]) - 1
@@ -265,13 +331,12 @@ class RedisCounters(CounterStore):
         return bool(self._acquire_script([self._key(key)], [lease, limit, ttl]))
 
     def _settle(self, leases: list[tuple[str, str]], adjustments: list[tuple[str, int, int]]) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for key, lease in leases:
-            pipe.zrem(self._key(key), lease)
+        commands: list[tuple] = [("ZREM", f"{self.PREFIX}:{key}", lease) for key, lease in leases]
         for key, delta, ttl in adjustments:  # plain commands: a script in a pipeline costs a SCRIPT EXISTS first
-            pipe.incrby(self._key(key), delta)
-            pipe.expire(self._key(key), ttl)
-        pipe.execute()
+            commands += (("INCRBY", f"{self.PREFIX}:{key}", delta), ("EXPIRE", f"{self.PREFIX}:{key}", ttl))
+        for reply in self._lean.run(commands):  # one pipeline: one write, every reply read
+            if isinstance(reply, Exception):
+                raise reply
 
 
 class SQLiteCounters(CounterStore):
