@@ -10,7 +10,9 @@ every write, so a refusal writes nothing) and in one `BEGIN IMMEDIATE` transacti
 embedded store. The script's window check and write are the library's own
 (`acquire_moving_window.lua`: the entry at `limit - 1` younger than the window refuses; LPUSH
 the client's time, LTRIM to the limit, EXPIRE), so the window is exactly the library's moving
-window, whichever path hit it. Settle is one Redis pipeline or one transaction. Two stores, one
+window, whichever path hit it. Why not the library's `hit` for admit: it takes one window per
+call, a round trip each, and cannot be undone inside a script of ours (a later refusal then
+cost an undo round trip per window taken). Settle is one Redis pipeline or one transaction. Two stores, one
 interface:
 
 - `RedisCounters` (`JETPERO_REDIS_URL`): exact across every worker of every node.
