@@ -26,7 +26,7 @@ from functools import lru_cache
 
 from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute, RateLimitItemPerSecond
 
-from ..rules.policy import Estimate, Policy, Subjects
+from ..rules.policy import Estimate, LimitSet, Policy, Subjects
 from ..store.counters import CounterStore, CounterStoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,23 @@ def _item(name: str, amount: int) -> RateLimitItem:
     return _WINDOWS[name](amount)
 
 
+@lru_cache(maxsize=4096)
+def _plan(limits: LimitSet) -> tuple[list, int | None, list] | None:
+    """A limit set's checks, worked out once per set (policies are cached per worker): None if it has none.
+
+    (rate windows as (name, item), concurrent streams or None, budgets as (name, limit, unit, period, cap)).
+    """
+    if limits.empty:
+        return None
+    rates = [(name, _item(name, amount)) for name in _WINDOWS if (amount := getattr(limits, name)) is not None]
+    budgets = [
+        (name, limit, unit, period, int(limit) if unit == "tokens" else int(Decimal(limit) * MICROS))
+        for name, (unit, period) in _BUDGETS.items()
+        if (limit := getattr(limits, name)) is not None
+    ]
+    return rates, limits.concurrent_streams, budgets
+
+
 @lru_cache(maxsize=8)
 def _period_of_day(period: str, day: int) -> tuple[str, int, float]:
     """The period that UTC day number `day` is in: its name, its length and when it ends."""
@@ -123,9 +140,9 @@ class Limits:
     def admit(self, subjects: Subjects, policy: Policy, estimate: Estimate) -> Admission:
         """Check and take every applicable limit before forwarding; all or nothing, in one store call."""
         levels = [
-            (level, limits)
+            (level, plan)
             for level, limits in (("ip", policy.ip), ("user", policy.user), ("token", policy.token))
-            if not limits.empty and getattr(subjects, level) is not None
+            if getattr(subjects, level) is not None and (plan := _plan(limits)) is not None
         ]
         if not levels:
             return Admission()
@@ -133,30 +150,26 @@ class Limits:
         windows, leases, budgets = [], [], []
         checks: list[tuple] = []  # per window, then lease, then budget: what its refusal names
         admission = Admission()
-        for level, limits in levels:
+        for level, (rates, _, _) in levels:
             key = _key("rate", subjects, level)
-            for name in _WINDOWS:
-                if (amount := getattr(limits, name)) is not None:
-                    item = _item(name, amount)
-                    windows.append((item.key_for(key), amount, item.get_expiry()))
-                    checks.append((level, name, item))
-        for level, limits in levels:
-            if estimate.stream and limits.concurrent_streams is not None:
+            for name, item in rates:
+                windows.append((item.key_for(key), item.amount, item.get_expiry()))
+                checks.append((level, name, item))
+        for level, (_, streams, _) in levels:
+            if estimate.stream and streams is not None:
                 key, lease = _key("streams", subjects, level), uuid.uuid4().hex
-                leases.append((key, lease, limits.concurrent_streams, self.lease_ttl))
+                leases.append((key, lease, streams, self.lease_ttl))
                 admission.leases.append((key, lease))
-                checks.append((level, limits.concurrent_streams))
-        for level, limits in levels:
-            for name, (unit, period) in _BUDGETS.items():
-                if (limit := getattr(limits, name)) is not None:
-                    label, length, left = _period(period, now)
-                    key = f"{_key('budget', subjects, level)}:{name}:{label}"
-                    amount = estimate.tokens if unit == "tokens" else int(estimate.cost * MICROS)
-                    cap = int(limit) if unit == "tokens" else int(Decimal(limit) * MICROS)
-                    ttl = left + 86400  # outlives its period by a day, so a late settle still finds it
-                    budgets.append((key, amount, cap, ttl))
-                    admission.reservations.append((key, unit, amount, ttl))
-                    checks.append((level, name, limit, unit, period, amount, cap, length, left))
+                checks.append((level, streams))
+        for level, (_, _, funds) in levels:
+            for name, limit, unit, period, cap in funds:
+                label, length, left = _period(period, now)
+                key = f"{_key('budget', subjects, level)}:{name}:{label}"
+                amount = estimate.tokens if unit == "tokens" else int(estimate.cost * MICROS)
+                ttl = left + 86400  # outlives its period by a day, so a late settle still finds it
+                budgets.append((key, amount, cap, ttl))
+                admission.reservations.append((key, unit, amount, ttl))
+                checks.append((level, name, limit, unit, period, amount, cap, length, left))
         try:
             refused = self.store.take(windows, leases, budgets)
         except CounterStoreUnavailable:
