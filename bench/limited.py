@@ -6,8 +6,8 @@
 Per store (`embedded`: the SQLite file of one node; `redis`: a redis-server this starts on
 loopback), one JetPero (gunicorn, 2 gevent workers) with two tokens of the same project: `free`
 (no policy) and `limited` (a per-second rate limit and a daily token budget, both far from
-reached, so every call pays the full check: a window hit, a body read, a budget reservation
-and its settlement). Interleaved rounds, the order flipping each round: c=1 then c=50 for both
+reached, so every call pays the full check: a body read, one store call that takes the window
+entry and the budget reservation, and the settlement). Interleaved rounds, the order flipping each round: c=1 then c=50 for both
 tokens. Reported: the median over rounds of the per-round added p50 at c=1 and the throughput
 ratio at c=50 (limited / free), with their min-max. `make bench` runs it after bench.run.
 """

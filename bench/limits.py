@@ -5,10 +5,12 @@
     JETPERO_REDIS_URL=redis://127.0.0.1:6379/0 .venv/bin/python -m bench.limits
 
 Per store: the median µs (over 3 x n calls) of a bare round trip (`ping`: Redis PING, an empty
-SQLite write transaction), of each primitive (a moving-window hit, a budget reserve, a stream
-lease taken and given back) and of a whole admit + settle for a token with a rate limit, a token
-budget and a stream limit (4 store calls: settle is one). `--processes P` also runs P processes
-admitting at once and reports the aggregate admits/s. Bounded: `--n` calls per measure (default
+SQLite write transaction), of each primitive (a moving-window hit through the `limits` library,
+a budget reserve, a stream lease taken and given back), of one `take` (a window and a budget
+checked and taken in one call: what admit sends for bench.limited's token) and of a whole admit
++ settle for a token with a rate limit, a token budget and a stream limit (2 store calls: take,
+then settle's one pipeline or transaction). `--processes P` also runs P processes admitting at
+once and reports the aggregate admits/s. Bounded: `--n` calls per measure (default
 2000, at most 50000); every server started here is stopped by PID.
 """
 
@@ -63,6 +65,14 @@ def measure(store: CounterStore, n: int) -> dict[str, float]:
         "hit": _micros(lambda i: store.hit(item, f"{tag}{i % KEYS}"), n),
         "reserve": _micros(lambda _: store.reserve(f"b{tag}", 1, 10**15, 60), n),
         "lease+release": _micros(lease, n),
+        "take": _micros(
+            lambda i: store.take(
+                [(item.key_for(f"{tag}{i % KEYS}"), 1000, 60)],
+                [],
+                [(f"b{tag}", 1, 10**15, 60)],
+            ),
+            n,
+        ),
         "admit+settle": _micros(
             lambda i: engine.settle(engine.admit(tokens[i % KEYS], POLICY, Estimate(5, stream=True)), 3), n
         ),
@@ -106,7 +116,8 @@ def main() -> None:
             }
             print(f"µs per call, median of {3 * n} calls (one process, one thread); admits/s: P processes at once")
             print(
-                f"{'store':22}{'ping':>9}{'hit':>9}{'reserve':>9}{'lease+release':>15}{'admit+settle':>14}{'admits/s x' + str(args.processes):>16}"
+                f"{'store':22}{'ping':>9}{'hit':>9}{'reserve':>9}{'lease+release':>15}{'take':>9}{'admit+settle':>14}"
+                f"{'admits/s x' + str(args.processes):>16}"
             )
             for name, (kind, where) in stores.items():
                 figures = measure(_make(kind, where), n)
@@ -120,6 +131,7 @@ def main() -> None:
                             ("hit", 9),
                             ("reserve", 9),
                             ("lease+release", 15),
+                            ("take", 9),
                             ("admit+settle", 14),
                         )
                     )

@@ -54,6 +54,8 @@ class LimitsConcern:
         self._lock = threading.Lock()
 
     def engine(self) -> Limits:
+        if self._engine is not None:
+            return self._engine
         with self._lock:
             if self._engine is None:
                 store = counter_store(self.config.JETPERO_REDIS_URL, self.config.JETPERO_COUNTERS_PATH)

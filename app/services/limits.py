@@ -1,8 +1,11 @@
 """Rate limits, concurrent streams and budgets: admitted before forwarding, settled after.
 
 `Limits(store, on_store_down).admit(subjects, policy, estimate)` checks every limit that applies
-to the caller (its token, its end user, its client IP), all or nothing: a refused check gives
-back what the earlier ones took. Budgets are reserved up front (`Estimate`) and
+to the caller (its token, its end user, its client IP), all or nothing and in one store round
+trip (`CounterStore.take`: one Lua script on Redis, one transaction on the embedded store): a
+refused check leaves every window, lease and budget as it was, so there is nothing to give back.
+The refusal is built from what `take` answers (the refusing window's oldest entry, the budget's
+value), with no second read. Budgets are reserved up front (`Estimate`) and
 `Limits.settle(admission, actual_tokens, cost)` corrects them to the real count and drops the
 stream lease. A caller with no limit never touches the store.
 """
@@ -19,10 +22,11 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import lru_cache
 
 from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute, RateLimitItemPerSecond
 
-from ..rules.policy import Estimate, Policy, Subjects
+from ..rules.policy import Estimate, LimitSet, Policy, Subjects
 from ..store.counters import CounterStore, CounterStoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -70,19 +74,52 @@ class Admission:
         return self.refusal is None
 
 
+@lru_cache(maxsize=8192)
+def _digest(project: str, ident: str) -> str:
+    return hashlib.blake2b(f"{project}\0{ident}".encode(), digest_size=16).hexdigest()
+
+
 def _key(kind: str, subjects: Subjects, level: str) -> str:
     ident = {"token": subjects.token, "user": subjects.user, "ip": subjects.ip}[level]
-    digest = hashlib.blake2b(f"{subjects.project}\0{ident}".encode(), digest_size=16).hexdigest()
-    return f"{kind}:{level}:{digest}"
+    return f"{kind}:{level}:{_digest(subjects.project, ident)}"
+
+
+@lru_cache(maxsize=64)
+def _item(name: str, amount: int) -> RateLimitItem:
+    return _WINDOWS[name](amount)
+
+
+@lru_cache(maxsize=4096)
+def _plan(limits: LimitSet) -> tuple[list, int | None, list] | None:
+    """A limit set's checks, worked out once per set (policies are cached per worker): None if it has none.
+
+    (rate windows as (name, item), concurrent streams or None, budgets as (name, limit, unit, period, cap)).
+    """
+    if limits.empty:
+        return None
+    rates = [(name, _item(name, amount)) for name in _WINDOWS if (amount := getattr(limits, name)) is not None]
+    budgets = [
+        (name, limit, unit, period, int(limit) if unit == "tokens" else int(Decimal(limit) * MICROS))
+        for name, (unit, period) in _BUDGETS.items()
+        if (limit := getattr(limits, name)) is not None
+    ]
+    return rates, limits.concurrent_streams, budgets
+
+
+@lru_cache(maxsize=8)
+def _period_of_day(period: str, day: int) -> tuple[str, int, float]:
+    """The period that UTC day number `day` is in: its name, its length and when it ends."""
+    start = datetime.fromtimestamp(day * 86400, UTC)
+    if period == "day":
+        return start.strftime("%Y-%m-%d"), 86400, start.timestamp() + 86400
+    length = calendar.monthrange(start.year, start.month)[1] * 86400
+    return start.strftime("%Y-%m"), length, start.replace(day=1).timestamp() + length
 
 
 def _period(period: str, now: float) -> tuple[str, int, int]:
     """The period's name (part of its counter's key), its length and the seconds until it ends (UTC)."""
-    day = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    if period == "day":
-        return day.strftime("%Y-%m-%d"), 86400, math.ceil(day.timestamp() + 86400 - now)
-    length = calendar.monthrange(day.year, day.month)[1] * 86400
-    return day.strftime("%Y-%m"), length, math.ceil(day.replace(day=1).timestamp() + length - now)
+    label, length, end = _period_of_day(period, int(now // 86400))
+    return label, length, math.ceil(end - now)
 
 
 def _name(level: str, limit: str) -> str:
@@ -101,38 +138,41 @@ class Limits:
         self.down_retry_after = down_retry_after
 
     def admit(self, subjects: Subjects, policy: Policy, estimate: Estimate) -> Admission:
-        """Check and take every applicable limit before forwarding; all or nothing."""
+        """Check and take every applicable limit before forwarding; all or nothing, in one store call."""
         levels = [
-            (level, limits)
+            (level, plan)
             for level, limits in (("ip", policy.ip), ("user", policy.user), ("token", policy.token))
-            if not limits.empty and getattr(subjects, level) is not None
+            if getattr(subjects, level) is not None and (plan := _plan(limits)) is not None
         ]
         if not levels:
             return Admission()
+        now = time.time()
+        windows, leases, budgets = [], [], []
+        checks: list[tuple] = []  # per window, then lease, then budget: what its refusal names
         admission = Admission()
-        undo: list = []
+        for level, (rates, _, _) in levels:
+            key = _key("rate", subjects, level)
+            for name, item in rates:
+                windows.append((item.key_for(key), item.amount, item.get_expiry()))
+                checks.append((level, name, item))
+        for level, (_, streams, _) in levels:
+            if estimate.stream and streams is not None:
+                key, lease = _key("streams", subjects, level), uuid.uuid4().hex
+                leases.append((key, lease, streams, self.lease_ttl))
+                admission.leases.append((key, lease))
+                checks.append((level, streams))
+        for level, (_, _, funds) in levels:
+            for name, limit, unit, period, cap in funds:
+                label, length, left = _period(period, now)
+                key = f"{_key('budget', subjects, level)}:{name}:{label}"
+                amount = estimate.tokens if unit == "tokens" else int(estimate.cost * MICROS)
+                ttl = left + 86400  # outlives its period by a day, so a late settle still finds it
+                budgets.append((key, amount, cap, ttl))
+                admission.reservations.append((key, unit, amount, ttl))
+                checks.append((level, name, limit, unit, period, amount, cap, length, left))
         try:
-            for level, limits in levels:
-                for name, item_class in _WINDOWS.items():
-                    if (amount := getattr(limits, name)) is not None:
-                        refusal = self._window(item_class(amount), _key("rate", subjects, level), level, name, undo)
-                        if refusal:
-                            return self._refuse(refusal, undo)
-            for level, limits in levels:
-                if estimate.stream and limits.concurrent_streams is not None:
-                    key, lease = _key("streams", subjects, level), uuid.uuid4().hex
-                    if not self.store.acquire(key, lease, limits.concurrent_streams, self.lease_ttl):
-                        return self._refuse(self._streams_refusal(level, limits.concurrent_streams), undo)
-                    admission.leases.append((key, lease))
-                    undo.append(lambda k=key, le=lease: self.store.settle([(k, le)], []))
-            for level, limits in levels:
-                for name, (unit, period) in _BUDGETS.items():
-                    if (limit := getattr(limits, name)) is not None:
-                        refusal = self._budget(admission, subjects, level, name, limit, unit, period, estimate, undo)
-                        if refusal:
-                            return self._refuse(refusal, undo)
+            refused = self.store.take(windows, leases, budgets)
         except CounterStoreUnavailable:
-            self._undo(undo)
             log.warning("counter store unavailable; on_store_down=%s", self.on_store_down)
             if self.on_store_down == "allow":
                 return Admission(degraded=True)
@@ -145,7 +185,16 @@ class Limits:
                     self.down_retry_after,
                 )
             )
-        return admission
+        if refused is None:
+            return admission
+        index, detail = refused
+        if index < len(windows):
+            refusal = self._window_refusal(*checks[index], oldest=detail)
+        elif index < len(windows) + len(leases):
+            refusal = self._streams_refusal(*checks[index])
+        else:
+            refusal = self._budget_refusal(*checks[index], used=int(detail))
+        return Admission(refusal=refusal)
 
     def settle(self, admission: Admission, actual_tokens: int, cost: Decimal = Decimal(0)) -> bool:
         """Correct the reservations to the real spend and drop the stream lease; once; False if the store failed."""
@@ -164,12 +213,9 @@ class Limits:
             return False
         return True
 
-    def _window(self, item: RateLimitItem, key: str, level: str, name: str, undo: list) -> Refusal | None:
-        if self.store.hit(item, key):
-            undo.append(lambda: self.store.unhit(item, key))
-            return None
-        reset, remaining = self.store.window(item, key)
-        retry = max(1, math.ceil(reset - time.time()))
+    @staticmethod
+    def _window_refusal(level: str, name: str, item: RateLimitItem, oldest: float) -> Refusal:
+        retry = max(1, math.ceil(oldest + item.get_expiry() - time.time()))  # when the oldest entry leaves
         policy = _name(level, name)
         return Refusal(
             429,
@@ -179,10 +225,11 @@ class Limits:
             f" Retry in {retry} s.",
             retry,
             f'"{policy}";q={item.amount};w={item.get_expiry()}',
-            f'"{policy}";r={max(remaining, 0)};t={retry}',
+            f'"{policy}";r=0;t={retry}',  # refused: every entry of the window is taken
         )
 
-    def _streams_refusal(self, level: str, limit: int) -> Refusal:
+    @staticmethod
+    def _streams_refusal(level: str, limit: int) -> Refusal:
         policy = _name(level, "concurrent_streams")
         return Refusal(
             429,
@@ -194,29 +241,19 @@ class Limits:
             f'"{policy}";r=0;t=1',
         )
 
-    def _budget(
-        self,
-        admission: Admission,
-        subjects: Subjects,
+    @staticmethod
+    def _budget_refusal(
         level: str,
         name: str,
         limit: int | Decimal,
         unit: str,
         period: str,
-        estimate: Estimate,
-        undo: list,
-    ) -> Refusal | None:
-        now = time.time()
-        label, length, left = _period(period, now)
-        key = f"{_key('budget', subjects, level)}:{name}:{label}"
-        amount = estimate.tokens if unit == "tokens" else int(estimate.cost * MICROS)
-        cap = int(limit) if unit == "tokens" else int(Decimal(limit) * MICROS)
-        ttl = left + 86400  # outlives its period by a day, so a late settle still finds it
-        taken, used = self.store.reserve(key, amount, cap, ttl)
-        if taken:
-            admission.reservations.append((key, unit, amount, ttl))
-            undo.append(lambda: self.store.adjust(key, -amount, ttl))
-            return None
+        amount: int,
+        cap: int,
+        length: int,
+        left: int,
+        used: int,
+    ) -> Refusal:
         what = f"{limit} tokens" if unit == "tokens" else f"a cost of {limit}"
         why = "is used up" if used >= cap else f"has too little left for this request (up to {amount} reserved)"
         policy = _name(level, name)
@@ -229,18 +266,6 @@ class Limits:
             f'"{policy}";q={cap};w={length}',
             f'"{policy}";r={max(cap - used, 0)};t={left}',
         )
-
-    def _refuse(self, refusal: Refusal, undo: list) -> Admission:
-        self._undo(undo)
-        return Admission(refusal=refusal)
-
-    def _undo(self, undo: list) -> None:
-        for step in reversed(undo):
-            try:
-                step()
-            except CounterStoreUnavailable:
-                log.warning("counter store unavailable while undoing a refused admit; the rest lapses by itself")
-                return
 
 
 def refusal_response(refusal: Refusal) -> tuple[int, dict[str, str], bytes]:

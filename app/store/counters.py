@@ -1,8 +1,19 @@
 """The shared counter stores: rate windows, budget reservations and stream leases.
 
-Rate windows are the `limits` library's moving window (its `MovingWindowRateLimiter`) over a
-`limits` storage; budgets and leases are one atomic step each (a Lua script on Redis, a
-`BEGIN IMMEDIATE` transaction on the embedded store). Two stores, one interface:
+Rate windows are the `limits` library's moving window, kept where and as the library keeps it
+(its key, `LIMITER/<key>/<amount>/<multiples>/<granularity>`, and on Redis its list of entry
+times under `jetpero-windows:`; on the embedded store its `entries` rows), so its
+`MovingWindowRateLimiter` reads and hits them (`window`, `hit`). A proxied call's admit is one
+store call, `take`: every rate window, stream lease and budget reservation that applies, checked
+and then taken, all or nothing, in one Lua script on Redis (`_TAKE`: every check first, then
+every write, so a refusal writes nothing) and in one `BEGIN IMMEDIATE` transaction on the
+embedded store. The script's window check and write are the library's own
+(`acquire_moving_window.lua`: the entry at `limit - 1` younger than the window refuses; LPUSH
+the client's time, LTRIM to the limit, EXPIRE), so the window is exactly the library's moving
+window, whichever path hit it. Why not the library's `hit` for admit: it takes one window per
+call, a round trip each, and cannot be undone inside a script of ours (a later refusal then
+cost an undo round trip per window taken). Settle is one Redis pipeline or one transaction. Two stores, one
+interface:
 
 - `RedisCounters` (`JETPERO_REDIS_URL`): exact across every worker of every node.
 - `SQLiteCounters` (the default): a `limits` storage over one SQLite file in WAL mode. Each
@@ -16,7 +27,9 @@ policy (`JETPERO_LIMITS_ON_STORE_DOWN`).
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import time
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
@@ -33,6 +46,9 @@ from redis.retry import Retry
 from .sqlite_storage import SQLiteStorage
 
 T = TypeVar("T")
+Window = tuple[str, int, int]  # (the `limits` key: item.key_for(key), limit, expiry s): one entry each
+Lease = tuple[str, str, int, float]  # (key, lease id, limit, ttl s)
+Budget = tuple[str, int, int, int]  # (key, amount, limit, ttl s)
 
 
 class CounterStoreUnavailable(RuntimeError):
@@ -74,9 +90,15 @@ class CounterStore:
         return self.limiter.get_window_stats(item, key)
 
     @_guarded
-    def unhit(self, item: RateLimitItem, key: str, cost: int = 1) -> None:
-        """Give back the newest `cost` entries of a window (an admit refused further on)."""
-        self._unhit(item.key_for(key), cost)
+    def take(self, windows: list[Window], leases: list[Lease], budgets: list[Budget]) -> tuple[int, float] | None:
+        """Check every window, lease and budget, in that order, then take them all: one round trip.
+
+        None when all were taken. Otherwise nothing is taken and the answer is (index of the first
+        check that refused, counting windows then leases then budgets, detail): for a window the
+        time of its oldest entry (the window reopens `expiry` after it), for a budget its value,
+        for a lease 0.
+        """
+        return self._take(windows, leases, budgets)
 
     @_guarded
     def reserve(self, key: str, amount: int, limit: int, ttl: int) -> tuple[bool, int]:
@@ -104,7 +126,7 @@ class CounterStore:
         if not self.storage.check():
             raise StorageError(ConnectionError("no answer"))
 
-    def _unhit(self, window_key: str, cost: int) -> None:
+    def _take(self, windows: list[Window], leases: list[Lease], budgets: list[Budget]) -> tuple[int, float] | None:
         raise NotImplementedError
 
     def _reserve(self, key: str, amount: int, limit: int, ttl: int) -> tuple[bool, int]:
@@ -133,6 +155,54 @@ local value = redis.call('INCRBY', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return value
 """
+_TAKE = """
+-- KEYS: the windows' keys, then the leases', then the budgets'.
+-- ARGV: now (the client's time, as the limits library's own hit), #windows, #leases, #budgets, then
+-- (limit, expiry) per window, (lease, limit, ttl) per lease, (amount, limit, ttl) per budget.
+local now = tonumber(ARGV[1])
+local nw, nl, nb = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local a, t = 5, 0
+for i = 1, nw do
+  local entry = redis.call('LINDEX', KEYS[i], tonumber(ARGV[a]) - 1)
+  if entry and tonumber(entry) >= now - tonumber(ARGV[a + 1]) then return {i, entry} end
+  a = a + 2
+end
+if nl > 0 then
+  local time = redis.call('TIME')
+  t = tonumber(time[1]) + tonumber(time[2]) / 1000000
+end
+for i = nw + 1, nw + nl do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', t)  -- lapsed leases only: nothing live is given back
+  if redis.call('ZCARD', KEYS[i]) >= tonumber(ARGV[a + 1]) then return {i, '0'} end
+  a = a + 3
+end
+for i = nw + nl + 1, nw + nl + nb do
+  local value = redis.call('GET', KEYS[i]) or '0'
+  local used, amount, limit = tonumber(value), tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  if used >= limit or used + amount > limit then return {i, value} end
+  a = a + 3
+end
+a = 5
+for i = 1, nw do
+  local limit = tonumber(ARGV[a])
+  redis.call('LPUSH', KEYS[i], now)
+  redis.call('LTRIM', KEYS[i], 0, limit - 1)
+  redis.call('EXPIRE', KEYS[i], ARGV[a + 1])
+  a = a + 2
+end
+for i = nw + 1, nw + nl do
+  local ttl = tonumber(ARGV[a + 2])
+  redis.call('ZADD', KEYS[i], t + ttl, ARGV[a])
+  redis.call('EXPIRE', KEYS[i], math.ceil(ttl))
+  a = a + 3
+end
+for i = nw + nl + 1, nw + nl + nb do
+  redis.call('INCRBY', KEYS[i], ARGV[a])
+  redis.call('EXPIRE', KEYS[i], ARGV[a + 2])
+  a = a + 3
+end
+return 0
+"""
 _ACQUIRE = """
 local now = redis.call('TIME')
 local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
@@ -142,6 +212,65 @@ redis.call('ZADD', KEYS[1], t + tonumber(ARGV[3]), ARGV[1])
 redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3])))
 return 1
 """
+
+
+class _Connections:
+    """A lean path to Redis for the hot path's two calls (`take`, `settle`): connections of our own.
+
+    redis-py's pool checks each connection it hands out for unread data (`can_read`, a poll);
+    under gevent that poll alone costs several times a loopback round trip. These connections
+    are only ever put back after every reply was read, so the check is not needed: a call takes
+    one (LIFO), sends its commands in one write, reads every reply and puts it back, or drops it
+    on any socket error. A reused connection the server closed meanwhile is replaced once (a
+    read timeout is not retried: the script may have run). Same settings as the `limits`
+    storage's client (timeouts, database, credentials).
+    """
+
+    IDLE = 64  # connections kept per process; more are closed once used
+
+    def __init__(self, pool: redis.ConnectionPool):
+        self.make = lambda: pool.connection_class(**pool.connection_kwargs)
+        self.idle: list = []
+        self.pid = os.getpid()
+
+    def run(self, commands: list[tuple]) -> list:
+        """The replies to `commands` (an error reply is returned as its ResponseError)."""
+        if self.pid != os.getpid():  # forked: the parent's sockets are not ours
+            self.idle, self.pid = [], os.getpid()
+        while True:
+            try:
+                conn, reused = self.idle.pop(), True
+            except IndexError:
+                conn, reused = self.make(), False
+            try:
+                conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+                replies = []
+                for _ in commands:
+                    try:
+                        replies.append(conn.read_response())
+                    except redis.ResponseError as exc:  # the connection stays in step
+                        replies.append(exc)
+            except redis.TimeoutError:
+                conn.disconnect()
+                raise
+            except (redis.ConnectionError, OSError):
+                conn.disconnect()
+                if reused:  # closed while idle (a restarted server): so are the others
+                    while self.idle:
+                        try:
+                            self.idle.pop().disconnect()
+                        except IndexError:  # another thread took the last one
+                            break
+                    continue
+                raise
+            except BaseException:
+                conn.disconnect()
+                raise
+            if len(self.idle) < self.IDLE:
+                self.idle.append(conn)
+            else:
+                conn.disconnect()
+            return replies
 
 
 class RedisCounters(CounterStore):
@@ -163,13 +292,35 @@ class RedisCounters(CounterStore):
         self._reserve_script = self.client.register_script(_RESERVE)
         self._adjust_script = self.client.register_script(_ADJUST)
         self._acquire_script = self.client.register_script(_ACQUIRE)
+        self._take_script = self.client.register_script(_TAKE)
+        self._lean = _Connections(self.client.connection_pool)
+        self._window_prefix = self.storage.prefixed_key("")
         super().__init__()
 
     def _key(self, key: str) -> str:
         return f"{self.PREFIX}:{key}"
 
-    def _unhit(self, window_key: str, cost: int) -> None:
-        self.client.lpop(self.storage.prefixed_key(window_key), cost)
+    def _take(self, windows: list[Window], leases: list[Lease], budgets: list[Budget]) -> tuple[int, float] | None:
+        keys = [self._window_prefix + key for key, _, _ in windows]
+        args: list = [time.time(), len(windows), len(leases), len(budgets)]
+        for _, limit, expiry in windows:
+            args += (limit, expiry)
+        for key, lease, limit, ttl in leases:
+            keys.append(f"{self.PREFIX}:{key}")
+            args += (lease, limit, ttl)
+        for key, amount, limit, ttl in budgets:
+            keys.append(f"{self.PREFIX}:{key}")
+            args += (amount, limit, ttl)
+        script = self._take_script
+        (answer,) = self._lean.run([("EVALSHA", script.sha, len(keys), *keys, *args)])
+        if isinstance(answer, redis.exceptions.NoScriptError):  # a restarted or flushed server
+            (answer,) = self._lean.run([("EVAL", script.script, len(keys), *keys, *args)])
+        if isinstance(answer, Exception):
+            raise answer
+        if answer == 0:
+            return None
+        index = int(answer[0]) - 1
+        return index, float(answer[1]) if index < len(windows) else int(answer[1])
 
     def _reserve(self, key: str, amount: int, limit: int, ttl: int) -> tuple[bool, int]:
         taken, value = self._reserve_script([self._key(key)], [amount, limit, ttl])
@@ -182,13 +333,12 @@ class RedisCounters(CounterStore):
         return bool(self._acquire_script([self._key(key)], [lease, limit, ttl]))
 
     def _settle(self, leases: list[tuple[str, str]], adjustments: list[tuple[str, int, int]]) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for key, lease in leases:
-            pipe.zrem(self._key(key), lease)
+        commands: list[tuple] = [("ZREM", f"{self.PREFIX}:{key}", lease) for key, lease in leases]
         for key, delta, ttl in adjustments:  # plain commands: a script in a pipeline costs a SCRIPT EXISTS first
-            pipe.incrby(self._key(key), delta)
-            pipe.expire(self._key(key), ttl)
-        pipe.execute()
+            commands += (("INCRBY", f"{self.PREFIX}:{key}", delta), ("EXPIRE", f"{self.PREFIX}:{key}", ttl))
+        for reply in self._lean.run(commands):  # one pipeline: one write, every reply read
+            if isinstance(reply, Exception):
+                raise reply
 
 
 class SQLiteCounters(CounterStore):
@@ -200,12 +350,35 @@ class SQLiteCounters(CounterStore):
         self.storage = SQLiteStorage(f"jetpero+sqlite://{path}", busy_timeout=busy_timeout)
         super().__init__()
 
-    def _unhit(self, window_key: str, cost: int) -> None:
-        with self.storage.transaction() as (conn, _):
-            conn.execute(
-                "DELETE FROM entries WHERE rowid IN (SELECT rowid FROM entries WHERE key = ? ORDER BY at DESC LIMIT ?)",
-                (window_key, cost),
-            )
+    def _take(self, windows: list[Window], leases: list[Lease], budgets: list[Budget]) -> tuple[int, float] | None:
+        with self.storage.transaction() as (conn, now):
+            execute = conn.execute
+            for index, (key, limit, expiry) in enumerate(windows):  # the checks of SQLiteStorage.acquire_entry
+                execute("DELETE FROM entries WHERE key = ? AND at <= ?", (key, now - expiry))
+                taken, oldest = execute("SELECT COUNT(*), MIN(at) FROM entries WHERE key = ?", (key,)).fetchone()
+                if taken >= limit:
+                    return index, oldest
+            base = len(windows)
+            for index, (key, _, limit, _) in enumerate(leases, base):
+                execute("DELETE FROM leases WHERE key = ? AND expires_at <= ?", (key, now))
+                if execute("SELECT COUNT(*) FROM leases WHERE key = ?", (key,)).fetchone()[0] >= limit:
+                    return index, 0.0
+            base += len(leases)
+            used = []
+            for index, (key, amount, limit, _) in enumerate(budgets, base):
+                value = self.storage.counter(conn, key, now)
+                if value >= limit or value + amount > limit:
+                    return index, float(value)
+                used.append(value)
+            if windows:
+                conn.executemany("INSERT INTO entries VALUES (?, ?, ?)", [(k, now, now + e) for k, _, e in windows])
+            if leases:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", [(k, le, now + ttl) for k, le, _, ttl in leases]
+                )
+            for (key, amount, _, ttl), value in zip(budgets, used, strict=True):
+                self.storage.put(conn, key, value + amount, now + ttl)
+            return None
 
     def _reserve(self, key: str, amount: int, limit: int, ttl: int) -> tuple[bool, int]:
         with self.storage.transaction() as (conn, now):

@@ -1,0 +1,154 @@
+"""A limited admit is one store round trip (`CounterStore.take`), all or nothing, on both stores.
+
+Redis: a MONITOR connection records what the store's own connection sends (a script's inner
+commands are told apart as `lua`); embedded: SQLite's trace callback on the store's connection
+records its statements. Both against the real store.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+
+import pytest
+import redis
+from limits import RateLimitItemPerDay, RateLimitItemPerMinute, RateLimitItemPerSecond
+
+from app.rules.policy import Estimate, LimitSet, Policy, Subjects
+from app.services.limits import Limits, _key
+from app.store.counters import RedisCounters, SQLiteCounters
+
+EVERYTHING = Policy(  # every kind of check, at every level: 2 + 1 + 1 windows, 3 leases, 3 budgets
+    ip=LimitSet(requests_per_second=50, requests_per_day=500, concurrent_streams=5, tokens_per_day=1000),
+    user=LimitSet(requests_per_minute=40, concurrent_streams=4, tokens_per_month=900),
+    token=LimitSet(requests_per_minute=30, concurrent_streams=3, tokens_per_day=800),
+)
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def store(request, tmp_path):
+    if request.param == "embedded":
+        return SQLiteCounters(str(tmp_path / "counters.sqlite3"))
+    return RedisCounters(request.getfixturevalue("redis_url"))
+
+
+def subjects(**kw) -> Subjects:
+    return Subjects(project=f"org/p-{uuid.uuid4().hex[:8]}", token=uuid.uuid4().hex, **kw)
+
+
+def sent_by(store, action) -> list[str]:
+    """The commands (Redis) or transactions (SQLite) the store sends while `action` runs."""
+    if isinstance(store, SQLiteCounters):
+        statements: list[str] = []
+        conn = store.storage._connect()
+        conn.set_trace_callback(statements.append)
+        try:
+            action()
+        finally:
+            conn.set_trace_callback(None)
+        return [s for s in statements if s.startswith(("BEGIN", "COMMIT", "ROLLBACK"))]
+    own = "{}:{}".format(*store._lean.idle[-1]._sock.getsockname()[:2])  # the connection the next call reuses
+    watcher = redis.Redis.from_url(_url(store))
+    marker = f"end-{uuid.uuid4().hex}"
+    commands = []
+    with watcher.monitor() as monitor:
+        action()
+        redis.Redis.from_url(_url(store)).echo(marker)
+        for event in monitor.listen():
+            if marker in event["command"]:
+                break
+            if f"{event['client_address']}:{event['client_port']}" == own:
+                commands.append(event["command"].split()[0].upper())
+    watcher.close()
+    return commands
+
+
+def _url(store: RedisCounters) -> str:
+    kw = store.client.connection_pool.connection_kwargs
+    return f"redis://{kw['host']}:{kw['port']}/{kw.get('db', 0)}"
+
+
+def test_a_limited_admit_is_one_round_trip_and_settle_one(store):
+    engine, who = Limits(store), subjects(user="alice", ip="198.51.100.3")
+    engine.admit(subjects(), EVERYTHING, Estimate())  # warm: connection, schema, script cache
+    taken = {}
+    admit_sent = sent_by(store, lambda: taken.setdefault("a", engine.admit(who, EVERYTHING, Estimate(7, stream=True))))
+    admission = taken["a"]
+    assert admission.admitted and len(admission.leases) == 3 and len(admission.reservations) == 3
+    settle_sent = sent_by(store, lambda: engine.settle(admission, actual_tokens=2))
+    if isinstance(store, SQLiteCounters):
+        assert admit_sent == ["BEGIN IMMEDIATE", "COMMIT"] and settle_sent == ["BEGIN IMMEDIATE", "COMMIT"]
+    else:
+        assert admit_sent == ["EVALSHA"]  # windows, leases and budgets: one script
+        assert settle_sent == ["ZREM", "ZREM", "ZREM"] + ["INCRBY", "EXPIRE"] * 3  # one pipeline
+    refused = {}
+    tight = Policy(token=LimitSet(tokens_per_day=1))
+    refused_sent = sent_by(store, lambda: refused.setdefault("r", engine.admit(who, tight, Estimate(7))))
+    assert refused["r"].refusal.code == "tokens_per_day"
+    assert len(refused_sent) == (2 if isinstance(store, SQLiteCounters) else 1)  # no undo, no second read
+
+
+def test_a_refusal_by_a_later_check_leaves_every_earlier_window_lease_and_budget_untouched(store):
+    engine, who = Limits(store), subjects(user="alice", ip="198.51.100.4")
+    first = engine.admit(who, EVERYTHING, Estimate(100, stream=True))
+    assert first.admitted
+    # the token's daily budget (the last check) has 700 left: 701 is refused after every other check passed
+    refused = engine.admit(who, EVERYTHING, Estimate(701, stream=True))
+    assert refused.refusal.code == "tokens_per_day" and "ip" not in refused.refusal.policy
+    assert refused.refusal.policy.startswith('"token-tokens-per-day"') and not refused.leases
+    windows = {
+        "ip": [RateLimitItemPerSecond(50), RateLimitItemPerDay(500)],
+        "user": [RateLimitItemPerMinute(40)],
+        "token": [RateLimitItemPerMinute(30)],
+    }
+    for level, items in windows.items():  # read the way the limits library reads them: one entry each
+        for item in items:
+            assert store.window(item, _key("rate", who, level)).remaining == item.amount - 1, (level, item)
+    for key, _, amount, ttl in first.reservations:  # the first admit's 100 each, no more
+        assert store.adjust(key, 0, ttl) == amount == 100
+    # one lease each is held: the token's limit of 3 admits exactly 2 more streams
+    more = [engine.admit(who, EVERYTHING, Estimate(1, stream=True)) for _ in range(3)]
+    assert [m.admitted for m in more] == [True, True, False] and more[2].refusal.code == "concurrent_streams"
+    assert more[2].refusal.policy == '"token-concurrent-streams";q=3;qu="concurrent-requests"'
+
+
+def test_a_window_refusal_leaves_the_later_levels_and_budgets_untouched(store):
+    engine, who = Limits(store), subjects(ip="198.51.100.5")
+    policy = Policy(ip=LimitSet(requests_per_minute=2), token=LimitSet(requests_per_minute=10, tokens_per_day=50))
+    assert [engine.admit(who, policy, Estimate(5)).admitted for _ in range(3)] == [True, True, False]
+    assert store.window(RateLimitItemPerMinute(10), _key("rate", who, "token")).remaining == 8
+    day_key = engine.admit(who, Policy(token=LimitSet(tokens_per_day=50)), Estimate(0)).reservations[0][0]
+    assert store.adjust(day_key, 0, 60) == 10  # two reservations of 5, none for the refused third
+
+
+def test_take_and_the_limits_library_share_one_moving_window(store):
+    engine, who = Limits(store), subjects()
+    item, key = RateLimitItemPerMinute(3), _key("rate", who, "token")
+    assert store.hit(item, key) and store.hit(item, key)  # the library's own hits
+    policy = Policy(token=LimitSet(requests_per_minute=3))
+    assert engine.admit(who, policy, Estimate()).admitted  # the third entry
+    assert not store.hit(item, key)  # the library sees the window full
+    refusal = engine.admit(who, policy, Estimate()).refusal
+    reset, remaining = store.window(item, key)
+    assert remaining == 0 and refusal.ratelimit == f'"token-requests-per-minute";r=0;t={refusal.retry_after}'
+    # from the oldest entry, as the library's reset (a second may tick between the two reads)
+    assert refusal.retry_after - max(1, math.ceil(reset - time.time())) in (0, 1)
+
+
+def test_closed_connections_are_replaced_a_flushed_script_resent_and_a_dead_server_is_unavailable(disposable_redis):
+    store, who = RedisCounters(disposable_redis.url), subjects()
+    engine, policy = Limits(store), Policy(token=LimitSet(requests_per_minute=10, tokens_per_day=100))
+    assert engine.settle(engine.admit(who, policy, Estimate(5)), 1)
+    admin = redis.Redis.from_url(disposable_redis.url)
+    admin.script_flush()  # as after a restart: EVALSHA answers NOSCRIPT, the script is sent once
+    assert admin.client_kill_filter(_type="normal", skipme=True) >= 1  # every idle connection of the store's
+    admin.close()
+    second = engine.admit(who, policy, Estimate(5))  # on a new connection, taken once
+    assert second.admitted and engine.settle(second, 1)
+    assert store.adjust(second.reservations[0][0], 0, 60) == 2
+    assert store.window(RateLimitItemPerMinute(10), _key("rate", who, "token")).remaining == 8
+    disposable_redis.stop()
+    refused = engine.admit(who, policy, Estimate(5))
+    assert refused.refusal.status == 503 and refused.refusal.code == "limits_unavailable"
+    assert not Limits(store).settle(second.__class__(reservations=second.reservations), 3)  # settle: False, no raise
