@@ -55,9 +55,12 @@ def _wait_ready(url: str, deadline: float) -> None:
 
 
 def start_jetpero(
-    upstream_url: str, extra_env: dict[str, str] | None = None, policy: dict | None = None
+    upstream_url: str,
+    extra_env: dict[str, str] | None = None,
+    policy: dict | None = None,
+    server: Callable[[int], list[str]] | None = None,
 ) -> tuple[str, dict[str, str], Callable[[], None]]:
-    base, operator, project, stop = start_project(upstream_url, extra_env)
+    base, operator, project, stop = start_project(upstream_url, extra_env, server)
     try:
         token = issue(project, operator, policy)
     except BaseException:
@@ -77,10 +80,11 @@ def issue(project: str, operator: str, policy: dict | None = None) -> dict:
 
 
 def start_project(
-    upstream_url: str, extra_env: dict[str, str] | None = None
+    upstream_url: str, extra_env: dict[str, str] | None = None, server: Callable[[int], list[str]] | None = None
 ) -> tuple[str, str, str, Callable[..., None]]:
     """JetPero with a project whose `openai` provider is the bench upstream: (base URL, operator
-    token, the project's admin URL, stop_fn)."""
+    token, the project's admin URL, stop_fn). `server(port)` is the server's command line serving
+    `wsgi:app` on 127.0.0.1:port (default: gunicorn with gunicorn.conf.py, see bench.servers)."""
     workdir = Path(tempfile.mkdtemp(prefix="jetpero-bench-"))
     bao_port, app_port = free_port(), free_port()
     root_token = secrets.token_hex(16)
@@ -127,7 +131,9 @@ def start_project(
         logs.append(open(workdir / "gunicorn.log", "wb"))  # closed by stop()
         processes.append(
             subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+                server(app_port)
+                if server
+                else [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
                 cwd=ROOT,
                 env=env,
                 stdout=logs[-1],
