@@ -34,6 +34,7 @@ _REQUIRED = tuple(i for i, c in enumerate(_COLUMNS) if not c.nullable and c.defa
 _ZERO = tuple(i for i, c in enumerate(_COLUMNS) if c.default is not None)  # bytes_in, bytes_out
 _required, _defaulted = operator.itemgetter(*_REQUIRED), operator.itemgetter(*_ZERO)
 _CUT = tuple((i, c.type.length) for i, c in enumerate(_COLUMNS) if getattr(c.type, "length", None))
+_texts, _LENGTHS = operator.itemgetter(*(i for i, _ in _CUT)), tuple(length for _, length in _CUT)
 GROUPS = ("token_id", "provider", "model", "environment", "status")
 BUCKETS = {"hour": 3_600_000, "day": 86_400_000}
 PAGE_LIMIT = 500
@@ -160,10 +161,11 @@ def _row(record: tuple) -> tuple | None:
         return None
     if None in _defaulted(record):
         record = tuple(0 if value is None and i in _ZERO else value for i, value in enumerate(record))
-    for i, length in _CUT:
-        value = record[i]
-        if isinstance(value, str) and len(value) > length:
-            record = (*record[:i], value[:length], *record[i + 1 :])
+    if any(map(operator.gt, map(len, map(str, _texts(record))), _LENGTHS)):  # C-level: str(None) is short
+        for i, length in _CUT:
+            value = record[i]
+            if isinstance(value, str) and len(value) > length:
+                record = (*record[:i], value[:length], *record[i + 1 :])
     return record
 
 
