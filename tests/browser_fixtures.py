@@ -10,12 +10,12 @@
 from __future__ import annotations
 
 import http.server
-import os
 import shutil
 from dataclasses import dataclass
 
 import pytest
 
+from tests.helpers import missing
 from tests.servers import LiveServer, _Served
 
 CHROMIUM = "/usr/bin/chromium"
@@ -37,20 +37,14 @@ CSP_RECORDER = (
 )
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("JETPERO_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"{reason} (JETPERO_REQUIRE_SERVICES=1 requires it)")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def browser():
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _unavailable("playwright is not installed (pip install -r requirements-dev.txt)")
+        missing("playwright is not installed (pip install -r requirements-dev.txt)")
     if not shutil.which(CHROMIUM):
-        _unavailable(f"{CHROMIUM} is missing (apt-get install -y chromium)")
+        missing(f"{CHROMIUM} is missing (apt-get install -y chromium)")
     playwright = sync_playwright().start()
     try:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000)

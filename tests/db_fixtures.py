@@ -19,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 
 from app.store import migrate
 from app.store.db import engine_for
+from tests.helpers import missing
 
 POSTGRES_URL = os.environ.get("JETPERO_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -29,9 +30,7 @@ def _postgres_or_skip() -> None:
             return
     except OperationalError as exc:
         reason = f"no PostgreSQL answers at {make_url(POSTGRES_URL).render_as_string()}: {exc.orig}"
-    if os.environ.get("JETPERO_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"{reason} (JETPERO_REQUIRE_SERVICES=1: PostgreSQL is required)")
-    pytest.skip(reason)
+    missing(reason)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -14,7 +14,9 @@ import uuid
 from dataclasses import dataclass
 
 import hvac
+import pytest
 
+from app.rules.policy import Subjects
 from app.vault import transit
 from config import Config
 
@@ -191,3 +193,15 @@ def every(api: Api, path: str) -> list[dict]:
         link = response.headers.get("Link", "")
         url = link[link.index("<") + 1 : link.index(">")].removeprefix("/api/v1") if 'rel="next"' in link else None
     return records
+
+
+def missing(reason: str) -> None:
+    """Skip with `reason`, or fail when the services are required (`JETPERO_REQUIRE_SERVICES=1`, CI)."""
+    if os.environ.get("JETPERO_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{reason} (JETPERO_REQUIRE_SERVICES=1 requires it)")
+    pytest.skip(reason)
+
+
+def subjects(**kw) -> Subjects:
+    """Who a limits check is for: a fresh project and token (or `project=`), with any user or ip."""
+    return Subjects(project=kw.pop("project", f"org/p-{uuid.uuid4().hex[:8]}"), token=uuid.uuid4().hex, **kw)

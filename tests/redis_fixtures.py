@@ -19,14 +19,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from app.store.counters import RedisCounters, SQLiteCounters
+from tests.helpers import missing
 from tests.servers import free_port
-
-
-def missing(reason: str) -> None:
-    """Skip with `reason`, or fail when the services are required (CI)."""
-    if os.environ.get("JETPERO_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"{reason} (JETPERO_REQUIRE_SERVICES=1)")
-    pytest.skip(reason)
 
 
 @dataclass
@@ -100,3 +95,11 @@ def disposable_redis(tmp_path_factory):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def store(request, tmp_path):
+    """A counter store of each kind: the embedded one in a temp file, then Redis."""
+    if request.param == "embedded":
+        return SQLiteCounters(str(tmp_path / "counters.sqlite3"))
+    return RedisCounters(request.getfixturevalue("redis_url"))

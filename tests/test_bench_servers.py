@@ -11,6 +11,7 @@ import pytest
 
 from bench.servers import installed, server_argv
 from bench.targets import CHAT_BODY, ROOT, wait_http
+from tests.helpers import missing
 from tools.procs import free_port, stop
 
 
@@ -29,7 +30,7 @@ def upstream():
 @pytest.mark.parametrize("server", ["gunicorn", "uwsgi", "granian"])
 def test_each_server_serves_json_and_a_whole_stream_on_one_connection(server, upstream, tmp_path):
     if not installed(server):
-        pytest.skip(f"{server} is not installed (requirements-dev.txt has it: make install)")
+        missing(f"{server} is not installed (requirements-dev.txt has it: make install)")
     port = free_port()
     proc = subprocess.Popen(server_argv(server, "bench.floor:app", port, 1, tmp_path), cwd=ROOT,
                             env={"PATH": "/usr/bin:/bin", "BENCH_UPSTREAM": upstream},

@@ -6,7 +6,6 @@ import hashlib
 import json
 import sqlite3
 import time
-import uuid
 from decimal import Decimal
 
 import openai
@@ -17,18 +16,8 @@ from limits import RateLimitItemPerMinute
 from app.rules.policy import Estimate, LimitSet, Policy, Price, Subjects
 from app.services.limits import Limits, refusal_response
 from app.store.counters import CounterStoreUnavailable, RedisCounters, SQLiteCounters
+from tests.helpers import subjects
 from tests.servers import LiveServer
-
-
-@pytest.fixture(params=["embedded", "redis"])
-def store(request, tmp_path):
-    if request.param == "embedded":
-        return SQLiteCounters(str(tmp_path / "counters.sqlite3"))
-    return RedisCounters(request.getfixturevalue("redis_url"))
-
-
-def subjects(**kw) -> Subjects:
-    return Subjects(project=kw.pop("project", f"org/p-{uuid.uuid4().hex[:8]}"), token=uuid.uuid4().hex, **kw)
 
 
 def token_policy(**limits) -> Policy:

@@ -11,30 +11,19 @@ import math
 import time
 import uuid
 
-import pytest
 import redis
 from limits import RateLimitItemPerDay, RateLimitItemPerMinute, RateLimitItemPerSecond
 
-from app.rules.policy import Estimate, LimitSet, Policy, Subjects
+from app.rules.policy import Estimate, LimitSet, Policy
 from app.services.limits import Limits, _key
 from app.store.counters import RedisCounters, SQLiteCounters
+from tests.helpers import subjects
 
 EVERYTHING = Policy(  # every kind of check, at every level: 2 + 1 + 1 windows, 3 leases, 3 budgets
     ip=LimitSet(requests_per_second=50, requests_per_day=500, concurrent_streams=5, tokens_per_day=1000),
     user=LimitSet(requests_per_minute=40, concurrent_streams=4, tokens_per_month=900),
     token=LimitSet(requests_per_minute=30, concurrent_streams=3, tokens_per_day=800),
 )
-
-
-@pytest.fixture(params=["embedded", "redis"])
-def store(request, tmp_path):
-    if request.param == "embedded":
-        return SQLiteCounters(str(tmp_path / "counters.sqlite3"))
-    return RedisCounters(request.getfixturevalue("redis_url"))
-
-
-def subjects(**kw) -> Subjects:
-    return Subjects(project=f"org/p-{uuid.uuid4().hex[:8]}", token=uuid.uuid4().hex, **kw)
 
 
 def sent_by(store, action) -> list[str]:
