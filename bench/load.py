@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import re
 import resource
+import signal
 import time
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -341,3 +343,13 @@ async def sse_load(
         "first_event_p99_ms": round(percentile(opens, 99) * 1000, 1),
         "first_event_max_ms": round(max(opens, default=float("nan")) * 1000, 1),
     }
+
+
+def exit_on_signals() -> None:
+    """SIGTERM and SIGHUP raise SystemExit, so a bench's `finally` stops what it started."""
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)

@@ -37,13 +37,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from bench.bodies import DEFAULT_SIZES, sizes
 from bench.cpu import QUIET_BUSY_PCT
 from bench.json_rounds import json_rounds
-from bench.load import raise_nofile_limit
+from bench.load import exit_on_signals, raise_nofile_limit
 from bench.report import report
 from bench.sse import sse_tests
 from bench.targets import ALL_TARGETS, RESULTS, ROOT, Target, start_process, start_target, wait_http
@@ -98,11 +97,7 @@ def main() -> int:
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    exit_on_signals()
     started = time.monotonic()
     print(f"open files limit: {raise_nofile_limit()}; cpus: {os.cpu_count()}", flush=True)
     processes: list[tuple[subprocess.Popen[bytes], int]] = []

@@ -38,12 +38,11 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from bench.cpu import listening_pids
 from bench.json_rounds import json_rounds
-from bench.load import raise_nofile_limit
+from bench.load import exit_on_signals, raise_nofile_limit
 from bench.run import sse_loads
 from bench.sse import sse_tests
 from bench.targets import RESULTS, Target, start_process, wait_http
@@ -341,11 +340,7 @@ def main() -> int:
     if unknown := (set(servers) - set(SERVER_NAMES)) | (set(apps) - set(APP_NAMES)):
         parser.error(f"unknown servers or apps: {sorted(unknown)}")
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    exit_on_signals()
     started = time.monotonic()
     print(f"open files limit: {raise_nofile_limit()}; cpus: {os.cpu_count()}", flush=True)
     processes: list[tuple[subprocess.Popen[bytes], int]] = []
