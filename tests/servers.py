@@ -13,6 +13,7 @@ import datetime
 import http.server
 import ipaddress
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -119,6 +120,10 @@ class RawUpstream:
             try:
                 while b"\r\n\r\n" not in data and (chunk := conn.recv(65536)):
                     data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+                while length and len(body) < int(length[1]) and (chunk := conn.recv(65536)):
+                    body += chunk  # read whole: a close with unread bytes resets the connection
                 self.requests += 1
                 conn.sendall(self._reply)
             except OSError:
