@@ -159,6 +159,7 @@ class Worker:
         self._seq: int | None = None
         self._last_sync = self._last_try = float("-inf")
         self._sync_lock = threading.Lock()
+        self._feed_lock = threading.Lock()  # one reader of the feed at a time: events apply once, in order
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -167,17 +168,18 @@ class Worker:
         return time.monotonic() - self._last_sync <= self.stale_after
 
     def sync_once(self) -> None:
-        seq, events = changes.read(self.vault)
-        if self._seq is not None and seq > self._seq:
-            oldest = events[0]["seq"] if events else seq + 1
-            if oldest > self._seq + 1:
-                self.clear()  # fell further behind than the feed keeps
-            else:
-                for event in events:
-                    if event["seq"] > self._seq:
-                        self.apply(event)
-        self._seq = seq
-        self._last_sync = time.monotonic()
+        with self._feed_lock:
+            seq, events = changes.read(self.vault)
+            if self._seq is not None and seq > self._seq:
+                oldest = events[0]["seq"] if events else seq + 1
+                if oldest > self._seq + 1:
+                    self.clear()  # fell further behind than the feed keeps
+                else:
+                    for event in events:
+                        if event["seq"] > self._seq:
+                            self.apply(event)
+            self._seq = seq
+            self._last_sync = time.monotonic()
 
     def sync_now(self) -> None:
         """Sync unless another caller just did (one Vault read however many requests wait)."""
