@@ -37,6 +37,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from bench.limited import POLICY
 from tools.procs import free_port, stop
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +49,9 @@ if os.environ.get("BENCH_BODY_SIZE"):  # --body-size N, handed to the children b
 FAKE_KEY = "sk-bench-FAKE-KEY-0000000000000000"
 _COLLECTED = re.compile(r"Collected : (\d+)")
 TARGETS = ("floor", "jetpero", "nousage")  # nousage: JetPero with JETPERO_USAGE_LOG=false
+# limited: JetPero with a token under bench.limited's policy (a rate limit and a daily token
+# budget, never reached) and the embedded counter store (--targets to add it)
+EXTRA_TARGETS = ("limited",)
 
 
 def _client(target: str, settings: dict):
@@ -69,11 +73,13 @@ def _client(target: str, settings: dict):
             "JETPERO_SYNC_INTERVAL": "600",  # no poll during the count
             "JETPERO_DATABASE_URL": settings["database_url"],
             "JETPERO_USAGE_LOG": "false" if target == "nousage" else "true",  # JetPero without usage records
+            "JETPERO_COUNTERS_PATH": settings["counters_path"],
         }
     )
     app = create_app(config)
     logging.getLogger().handlers[0].stream = open(os.devnull, "w")  # lives as long as the process
-    return app.test_client(), "/proxy/openai/v1/chat/completions", {"Authorization": f"Bearer {settings['token']}"}
+    token = settings["limited_token" if target == "limited" else "token"]
+    return app.test_client(), "/proxy/openai/v1/chat/completions", {"Authorization": f"Bearer {token}"}
 
 
 def child(target: str, requests: int, settings_file: str) -> None:
@@ -171,9 +177,14 @@ def set_up(work: Path) -> tuple[dict, list]:
         json={"template": "openai", "api_key": FAKE_KEY, "base_url": upstream},
         headers=admin,
     )
-    token = client.post(
-        f"{project}/tokens", json={"name": "bench", "environment": "development", "expires_in": 7200}, headers=admin
-    ).json["token"]
+    tokens = [
+        client.post(
+            f"{project}/tokens", json={"name": "bench", "environment": "development", "expires_in": 7200}, headers=admin
+        ).json
+        for _ in range(2)
+    ]
+    token, limited = tokens[0]["token"], tokens[1]["token"]
+    client.put(f"{project}/tokens/{tokens[1]['id']}/policy", json=POLICY, headers=admin)
     app.extensions["jetpero"].stop()
     time.sleep(0.5)  # the upstream answers by now
     settings = {
@@ -181,7 +192,9 @@ def set_up(work: Path) -> tuple[dict, list]:
         "vault_addr": addr,
         "approle_file": approle,
         "token": token,
+        "limited_token": limited,
         "database_url": database_url,
+        "counters_path": str(work / "counters.sqlite"),
     }
     return settings, processes
 
@@ -192,6 +205,9 @@ def main() -> int:
     parser.add_argument("--few", type=int, default=200, help="requests in the short run")
     parser.add_argument("--many", type=int, default=600, help="requests in the long run")
     parser.add_argument("--body-size", type=int, help="request body bytes (bench.bodies; default a 966-byte body)")
+    parser.add_argument(
+        "--targets", default=",".join(TARGETS), help=f"comma list of {', '.join(TARGETS + EXTRA_TARGETS)}"
+    )
     args = parser.parse_args()
     if args.body_size:
         os.environ["BENCH_BODY_SIZE"] = str(args.body_size)
@@ -208,7 +224,10 @@ def main() -> int:
     try:
         settings_file = str(work / "settings.json")
         Path(settings_file).write_text(json.dumps(settings))
-        runs = [(target, n) for target in TARGETS for n in (args.few, args.many)]
+        targets = [name for name in args.targets.split(",") if name]
+        if unknown := set(targets) - set(TARGETS + EXTRA_TARGETS):
+            parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
+        runs = [(target, n) for target in targets for n in (args.few, args.many)]
         with ThreadPoolExecutor(max_workers=2) as pool:  # one valgrind per core
             counts = dict(zip(runs, pool.map(lambda run: count(*run, settings_file, work), runs), strict=True))
     finally:
@@ -217,15 +236,17 @@ def main() -> int:
         shutil.rmtree(os.environ.pop("PROMETHEUS_MULTIPROC_DIR"), ignore_errors=True)
     per_request = {
         target: (counts[(target, args.many)] - counts[(target, args.few)]) / (args.many - args.few)
-        for target in TARGETS
+        for target in targets
     }
-    floor, jetpero, nousage = (per_request[target] for target in TARGETS)
-    print(
-        f"instructions per proxied request: floor {floor / 1e6:.3f} M, JetPero {jetpero / 1e6:.3f} M,"
-        f" JetPero without usage records (JETPERO_USAGE_LOG=false) {nousage / 1e6:.3f} M"
-    )
-    print(f"JetPero adds {(jetpero - floor) / 1e6:.3f} M ({(jetpero / floor - 1) * 100:.1f}%)")
-    print(f"usage records add {(jetpero - nousage) / 1e6:.3f} M ({(jetpero / nousage - 1) * 100:.1f}%)")
+    print("instructions per proxied request: " + ", ".join(f"{t} {n / 1e6:.3f} M" for t, n in per_request.items()))
+    for what, (more, less) in {
+        "JetPero adds": ("jetpero", "floor"),
+        "usage records (JETPERO_USAGE_LOG=false is `nousage`) add": ("jetpero", "nousage"),
+        "a rate limit and a budget (embedded store) add": ("limited", "jetpero"),
+    }.items():
+        if more in per_request and less in per_request:
+            extra = per_request[more] - per_request[less]
+            print(f"{what} {extra / 1e6:.3f} M ({(per_request[more] / per_request[less] - 1) * 100:.1f}%)")
     print(f"request body: {len(BODY) if not args.body_size else args.body_size} bytes")
     print(f"callgrind files for callgrind_annotate: {work}")
     return 0

@@ -3,6 +3,13 @@
 WAL mode, one `BEGIN IMMEDIATE` write transaction per call: SQLite's file lock makes each call
 atomic across the processes of one node, and a process that dies holds no lock. Moving windows
 keep one row per entry (pruned per key on each hit); fixed counters one row per key.
+
+A write lock held by another process is waited for here, not in SQLite: SQLite's own busy
+handler sleeps inside the C call (1 ms, then 2, 5, 10 ms...), which under gevent stops every
+request of the worker for that long. `BEGIN IMMEDIATE` fails at once instead (`busy_timeout`
+0 on the connection) and is retried after `time.sleep`, which yields to the worker's other
+requests (gevent patches it) and starts at 50 µs: a transaction here holds the lock for tens
+of microseconds. After `busy_timeout` seconds the store counts as unavailable.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ _SCHEMA = (
     " PRIMARY KEY (key, lease))",
 )
 _SWEEP_EVERY = 1000  # transactions between two deletions of every expired row
+_FIRST_PAUSE, _LONGEST_PAUSE = 0.00005, 0.002  # seconds between two tries of a held write lock
 
 
 class SQLiteStorage(Storage, MovingWindowSupport):
@@ -56,6 +64,7 @@ class SQLiteStorage(Storage, MovingWindowSupport):
             conn.execute("PRAGMA synchronous=OFF")  # counters, not records: a power cut may lose the last writes
             for statement in _SCHEMA:
                 conn.execute(statement)
+            conn.execute("PRAGMA busy_timeout = 0")  # a held lock is waited for in `_begin`, cooperatively
             self._conn, self._pid = conn, os.getpid()
         return self._conn
 
@@ -65,7 +74,7 @@ class SQLiteStorage(Storage, MovingWindowSupport):
         with self._lock:
             conn = self._connect()
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                self._begin(conn)
                 now = time.time()
                 yield conn, now
                 self._transactions += 1
@@ -81,6 +90,23 @@ class SQLiteStorage(Storage, MovingWindowSupport):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE, retried (yielding) while another process holds the write lock."""
+        pause, deadline = _FIRST_PAUSE, None
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                    raise
+                now = time.monotonic()
+                deadline = deadline or now + self.busy_timeout
+                if now >= deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, _LONGEST_PAUSE)
 
     @staticmethod
     def counter(conn: sqlite3.Connection, key: str, now: float) -> int:
