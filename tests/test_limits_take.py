@@ -11,12 +11,13 @@ import math
 import time
 import uuid
 
+import pytest
 import redis
 from limits import RateLimitItemPerDay, RateLimitItemPerMinute, RateLimitItemPerSecond
 
 from app.rules.policy import Estimate, LimitSet, Policy
 from app.services.limits import Limits, _key
-from app.store.counters import RedisCounters, SQLiteCounters
+from app.store.counters import CounterStoreUnavailable, RedisCounters, SQLiteCounters
 from tests.helpers import subjects
 
 EVERYTHING = Policy(  # every kind of check, at every level: 2 + 1 + 1 windows, 3 leases, 3 budgets
@@ -71,6 +72,13 @@ def test_a_limited_admit_is_one_round_trip_and_settle_one(store):
     else:
         assert admit_sent == ["EVALSHA"]  # windows, leases and budgets: one script
         assert settle_sent == ["ZREM", "ZREM", "ZREM"] + ["INCRBY", "EXPIRE"] * 3  # one pipeline
+    # Without a stream lease, settle sends nothing: its corrections ride with the next admit's round trip.
+    plain = engine.admit(who, EVERYTHING, Estimate(7))
+    assert sent_by(store, lambda: engine.settle(plain, actual_tokens=3)) == []
+    carried = sent_by(store, lambda: engine.admit(who, EVERYTHING, Estimate(1)))
+    assert carried == (["BEGIN IMMEDIATE", "COMMIT"] if isinstance(store, SQLiteCounters) else ["EVALSHA"])
+    for key, _, _, ttl in plain.reservations:  # 7 + 2 + 7 + 1 reserved, the first two corrected to 2 and 3
+        assert store.adjust(key, 0, ttl) == 2 + 3 + 1, key
     refused = {}
     tight = Policy(token=LimitSet(tokens_per_day=1))
     refused_sent = sent_by(store, lambda: refused.setdefault("r", engine.admit(who, tight, Estimate(7))))
@@ -140,7 +148,27 @@ def test_closed_connections_are_replaced_a_flushed_script_resent_and_a_dead_serv
     disposable_redis.stop()
     refused = engine.admit(who, policy, Estimate(5))
     assert refused.refusal.status == 503 and refused.refusal.code == "limits_unavailable"
-    assert not Limits(store).settle(second.__class__(reservations=second.reservations), 3)  # settle: False, no raise
+    assert not Limits(store).settle(second.__class__(reservations=second.reservations, leases=[("k", "l")]), 3)
+    assert Limits(store).settle(second.__class__(reservations=second.reservations), 3)  # deferred: sent later
+    with pytest.raises(CounterStoreUnavailable):
+        store.flush()
+    key, _, reserved, ttl = second.reservations[0]
+    assert store._claim() == [(key, 3 - reserved, ttl)]  # kept for the store's return, not lost
+
+
+def test_a_correction_with_no_take_after_it_is_sent_within_the_settle_delay(store):
+    """Another process (a second store on the same file or server) sees a deferred correction
+    soon after the settle, though no take of the settling process carried it."""
+    engine, who = Limits(store), subjects()
+    admission = engine.admit(who, Policy(token=LimitSet(tokens_per_day=100)), Estimate(40))
+    key, _, _, ttl = admission.reservations[0]
+    other = SQLiteCounters(store.storage.path) if isinstance(store, SQLiteCounters) else RedisCounters(_url(store))
+    assert engine.settle(admission, actual_tokens=15)
+    assert other.adjust(key, 0, ttl) == 40  # not sent yet
+    ends = time.monotonic() + 5
+    while other.adjust(key, 0, ttl) != 15 and time.monotonic() < ends:
+        time.sleep(0.01)
+    assert other.adjust(key, 0, ttl) == 15
 
 
 _HELD_LOCK = """

@@ -197,7 +197,8 @@ class Limits:
         return Admission(refusal=refusal)
 
     def settle(self, admission: Admission, actual_tokens: int, cost: Decimal = Decimal(0)) -> bool:
-        """Correct the reservations to the real spend and drop the stream lease; once; False if the store failed."""
+        """Correct the reservations to the real spend and drop the stream lease; once. A correction
+        alone rides with the store's next take (`CounterStore.settle`); False if the store failed."""
         if admission.settled or not admission.admitted:
             return True
         admission.settled = True

@@ -12,7 +12,15 @@ embedded store. The script's window check and write are the library's own
 the client's time, LTRIM to the limit, EXPIRE), so the window is exactly the library's moving
 window, whichever path hit it. Why not the library's `hit` for admit: it takes one window per
 call, a round trip each, and cannot be undone inside a script of ours (a later refusal then
-cost an undo round trip per window taken). Settle is one Redis pipeline or one transaction. Two stores, one
+cost an undo round trip per window taken).
+
+Settle gives stream leases back at once (one Redis pipeline or one transaction: a slot must be
+free for the next stream), but a budget correction alone (the reservation set to the real
+spend) waits, merged per key, for the process's next `take`, which applies it first, in its
+own round trip; with no `take` for `SETTLE_DELAY` seconds a background flush sends it. So a
+limited call costs one round trip, not two, and no budget is ever passed: the reservation
+stands until its correction lands, which can only be late by `SETTLE_DELAY` (or lost with a
+killed process: the reservation then stands, as for a failed settle). Two stores, one
 interface:
 
 - `RedisCounters` (`JETPERO_REDIS_URL`): exact across every worker of every node.
@@ -27,8 +35,11 @@ policy (`JETPERO_LIMITS_ON_STORE_DOWN`).
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from functools import wraps
@@ -45,10 +56,14 @@ from redis.retry import Retry
 
 from .sqlite_storage import SQLiteStorage
 
+log = logging.getLogger("jetpero.limits")
 T = TypeVar("T")
+SETTLE_DELAY = 0.05  # seconds a budget correction may wait for the next take before it is sent alone
+MAX_DUE = 100_000  # corrections kept while the store is down; past it the oldest are dropped (they stand)
 Window = tuple[str, int, int]  # (the `limits` key: item.key_for(key), limit, expiry s): one entry each
 Lease = tuple[str, str, int, float]  # (key, lease id, limit, ttl s)
 Budget = tuple[str, int, int, int]  # (key, amount, limit, ttl s)
+Adjustment = tuple[str, int, int]  # (key, delta, ttl s)
 
 
 class CounterStoreUnavailable(RuntimeError):
@@ -78,6 +93,10 @@ class CounterStore:
 
     def __init__(self) -> None:
         self.limiter = MovingWindowRateLimiter(self.storage)
+        self._due: dict[str, list[int]] = {}  # budget corrections waiting for the next take: key -> [delta, ttl]
+        self._due_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._flusher_pid: int | None = None
 
     @_guarded
     def hit(self, item: RateLimitItem, key: str, cost: int = 1) -> bool:
@@ -98,16 +117,23 @@ class CounterStore:
         time of its oldest entry (the window reopens `expiry` after it), for a budget its value,
         for a lease 0.
         """
-        return self._take(windows, leases, budgets)
+        due = self._claim()
+        try:
+            return self._take(windows, leases, budgets, due)
+        except BaseException:
+            self._requeue(due)
+            raise
 
     @_guarded
     def reserve(self, key: str, amount: int, limit: int, ttl: int) -> tuple[bool, int]:
         """Add `amount` to counter `key` unless it would pass `limit`: (taken, value)."""
+        self._flush_due()
         return self._reserve(key, amount, limit, ttl)
 
     @_guarded
     def adjust(self, key: str, delta: int, ttl: int) -> int:
         """Add `delta` (may be negative) to counter `key`; returns the new value."""
+        self._flush_due()
         return self._adjust(key, delta, ttl)
 
     @_guarded
@@ -116,9 +142,86 @@ class CounterStore:
         return self._acquire(key, lease, limit, ttl)
 
     @_guarded
-    def settle(self, leases: list[tuple[str, str]], adjustments: list[tuple[str, int, int]]) -> None:
-        """In one round trip: drop each (key, lease) (lapsed ones too) and add each (key, delta, ttl)."""
-        self._settle(leases, adjustments)
+    def settle(self, leases: list[tuple[str, str]], adjustments: list[Adjustment]) -> None:
+        """Drop each (key, lease) (lapsed ones too) and add each (key, delta, ttl): with leases in one
+        round trip now (carrying every correction due); corrections alone with the next take."""
+        if leases:
+            due = self._claim()
+            try:
+                self._settle(leases, due + adjustments)
+            except BaseException:
+                self._requeue(due)
+                raise
+            return
+        self._requeue(adjustments)
+        self._wake.set()
+        if self._flusher_pid != os.getpid():  # the first deferred settle of this process (or after a fork)
+            self._start_flusher()
+
+    @_guarded
+    def flush(self) -> None:
+        """Send every correction still due now (at exit; tests)."""
+        self._flush_due()
+
+    def _flush_due(self) -> None:
+        if due := self._claim():
+            try:
+                self._settle([], due)
+            except BaseException:
+                self._requeue(due)
+                raise
+
+    def _claim(self) -> list[Adjustment]:
+        if not self._due:
+            return []
+        with self._due_lock:
+            due, self._due = self._due, {}
+        return [(key, delta, ttl) for key, (delta, ttl) in due.items() if delta]
+
+    def _requeue(self, adjustments: list[Adjustment]) -> None:
+        """Merge corrections into those due (per key: deltas add up, the longest ttl wins)."""
+        if not adjustments:
+            return
+        with self._due_lock:
+            due = self._due
+            for key, delta, ttl in adjustments:
+                if (entry := due.get(key)) is None:
+                    if len(due) >= MAX_DUE:
+                        log.warning("counter store: too many budget corrections due; the oldest is dropped")
+                        del due[next(iter(due))]
+                    due[key] = [delta, ttl]
+                else:
+                    entry[0] += delta
+                    entry[1] = max(entry[1], ttl)
+
+    def _start_flusher(self) -> None:
+        with self._due_lock:
+            if self._flusher_pid == os.getpid():
+                return
+            self._flusher_pid = os.getpid()
+        threading.Thread(target=self._flush_loop, name="counter-settle", daemon=True).start()
+        atexit.register(self._flush_at_exit)
+
+    def _flush_loop(self) -> None:
+        """Wait for a deferred correction, give the next take `SETTLE_DELAY` to carry it, then send what is left."""
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            time.sleep(SETTLE_DELAY)
+            try:
+                self.flush()
+            except CounterStoreUnavailable:
+                log.warning("counter store unavailable at settle: the corrections wait, their reservations stand")
+                time.sleep(1.0)
+                self._wake.set()
+            except Exception as exc:  # noqa: BLE001 - the flusher must survive anything
+                log.error("counter settle flush failed: %s", type(exc).__name__)
+
+    def _flush_at_exit(self) -> None:
+        try:
+            self.flush()
+        except CounterStoreUnavailable:
+            log.warning("counter store unavailable at exit: %d budget corrections not sent", len(self._due))
 
     @_guarded
     def ping(self) -> None:
@@ -126,7 +229,9 @@ class CounterStore:
         if not self.storage.check():
             raise StorageError(ConnectionError("no answer"))
 
-    def _take(self, windows: list[Window], leases: list[Lease], budgets: list[Budget]) -> tuple[int, float] | None:
+    def _take(
+        self, windows: list[Window], leases: list[Lease], budgets: list[Budget], due: list[Adjustment]
+    ) -> tuple[int, float] | None:
         raise NotImplementedError
 
     def _reserve(self, key: str, amount: int, limit: int, ttl: int) -> tuple[bool, int]:
@@ -138,7 +243,7 @@ class CounterStore:
     def _acquire(self, key: str, lease: str, limit: int, ttl: float) -> bool:
         raise NotImplementedError
 
-    def _settle(self, leases: list[tuple[str, str]], adjustments: list[tuple[str, int, int]]) -> None:
+    def _settle(self, leases: list[tuple[str, str]], adjustments: list[Adjustment]) -> None:
         raise NotImplementedError
 
 
@@ -156,12 +261,20 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 return value
 """
 _TAKE = """
--- KEYS: the windows' keys, then the leases', then the budgets'.
--- ARGV: now (the client's time, as the limits library's own hit), #windows, #leases, #budgets, then
--- (limit, expiry) per window, (lease, limit, ttl) per lease, (amount, limit, ttl) per budget.
+-- KEYS: the windows' keys, then the leases', then the budgets', then the due corrections'.
+-- ARGV: now (the client's time, as the limits library's own hit), #windows, #leases, #budgets,
+-- #corrections, then (limit, expiry) per window, (lease, limit, ttl) per lease, (amount, limit,
+-- ttl) per budget, (delta, ttl) per correction. The corrections (earlier calls' settlements) are
+-- applied first, whatever the checks then answer.
 local now = tonumber(ARGV[1])
-local nw, nl, nb = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local a, t = 5, 0
+local nw, nl, nb, nd = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local a, t = 6 + 2 * nw + 3 * nl + 3 * nb, 0
+for i = nw + nl + nb + 1, nw + nl + nb + nd do
+  redis.call('INCRBY', KEYS[i], ARGV[a])
+  redis.call('EXPIRE', KEYS[i], ARGV[a + 1])
+  a = a + 2
+end
+a = 6
 for i = 1, nw do
   local entry = redis.call('LINDEX', KEYS[i], tonumber(ARGV[a]) - 1)
   if entry and tonumber(entry) >= now - tonumber(ARGV[a + 1]) then return {i, entry} end
@@ -182,7 +295,7 @@ for i = nw + nl + 1, nw + nl + nb do
   if used >= limit or used + amount > limit then return {i, value} end
   a = a + 3
 end
-a = 5
+a = 6
 for i = 1, nw do
   local limit = tonumber(ARGV[a])
   redis.call('LPUSH', KEYS[i], now)
@@ -300,9 +413,11 @@ class RedisCounters(CounterStore):
     def _key(self, key: str) -> str:
         return f"{self.PREFIX}:{key}"
 
-    def _take(self, windows: list[Window], leases: list[Lease], budgets: list[Budget]) -> tuple[int, float] | None:
+    def _take(
+        self, windows: list[Window], leases: list[Lease], budgets: list[Budget], due: list[Adjustment]
+    ) -> tuple[int, float] | None:
         keys = [self._window_prefix + key for key, _, _ in windows]
-        args: list = [time.time(), len(windows), len(leases), len(budgets)]
+        args: list = [time.time(), len(windows), len(leases), len(budgets), len(due)]
         for _, limit, expiry in windows:
             args += (limit, expiry)
         for key, lease, limit, ttl in leases:
@@ -311,6 +426,9 @@ class RedisCounters(CounterStore):
         for key, amount, limit, ttl in budgets:
             keys.append(f"{self.PREFIX}:{key}")
             args += (amount, limit, ttl)
+        for key, delta, ttl in due:
+            keys.append(f"{self.PREFIX}:{key}")
+            args += (delta, ttl)
         script = self._take_script
         (answer,) = self._lean.run([("EVALSHA", script.sha, len(keys), *keys, *args)])
         if isinstance(answer, redis.exceptions.NoScriptError):  # a restarted or flushed server
@@ -332,7 +450,7 @@ class RedisCounters(CounterStore):
     def _acquire(self, key: str, lease: str, limit: int, ttl: float) -> bool:
         return bool(self._acquire_script([self._key(key)], [lease, limit, ttl]))
 
-    def _settle(self, leases: list[tuple[str, str]], adjustments: list[tuple[str, int, int]]) -> None:
+    def _settle(self, leases: list[tuple[str, str]], adjustments: list[Adjustment]) -> None:
         commands: list[tuple] = [("ZREM", f"{self.PREFIX}:{key}", lease) for key, lease in leases]
         for key, delta, ttl in adjustments:  # plain commands: a script in a pipeline costs a SCRIPT EXISTS first
             commands += (("INCRBY", f"{self.PREFIX}:{key}", delta), ("EXPIRE", f"{self.PREFIX}:{key}", ttl))
@@ -350,9 +468,13 @@ class SQLiteCounters(CounterStore):
         self.storage = SQLiteStorage(f"jetpero+sqlite://{path}", busy_timeout=busy_timeout)
         super().__init__()
 
-    def _take(self, windows: list[Window], leases: list[Lease], budgets: list[Budget]) -> tuple[int, float] | None:
+    def _take(
+        self, windows: list[Window], leases: list[Lease], budgets: list[Budget], due: list[Adjustment]
+    ) -> tuple[int, float] | None:
         with self.storage.transaction() as (conn, now):
             execute = conn.execute
+            for key, delta, ttl in due:  # earlier calls' settlements, whatever the checks answer
+                self.storage.put(conn, key, self.storage.counter(conn, key, now) + delta, now + ttl)
             for index, (key, limit, expiry) in enumerate(windows):  # the checks of SQLiteStorage.acquire_entry
                 execute("DELETE FROM entries WHERE key = ? AND at <= ?", (key, now - expiry))
                 taken, oldest = execute("SELECT COUNT(*), MIN(at) FROM entries WHERE key = ?", (key,)).fetchone()
@@ -403,7 +525,7 @@ class SQLiteCounters(CounterStore):
             conn.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", (key, lease, now + ttl))
             return True
 
-    def _settle(self, leases: list[tuple[str, str]], adjustments: list[tuple[str, int, int]]) -> None:
+    def _settle(self, leases: list[tuple[str, str]], adjustments: list[Adjustment]) -> None:
         with self.storage.transaction() as (conn, now):
             conn.executemany("DELETE FROM leases WHERE key = ? AND lease = ?", leases)
             for key, delta, ttl in adjustments:
