@@ -150,3 +150,22 @@ def test_only_the_top_level_is_checked_for_repeated_keys_but_the_whole_body_is_j
             read_body_fields(reader(body))
     spaced = read_body_fields(reader(b' \n{ "model" :"gpt-4o" , "max_tokens": 7 }\r\n'))
     assert (spaced.model, spaced.max_tokens) == ("gpt-4o", 7)
+
+
+def test_the_fast_parse_and_the_top_level_walk_agree():
+    """`_fields` takes orjson's parse only where it cannot differ from the walk's (no escape, no
+    repeatable read field); a repeated field that is not read is accepted by both."""
+    from app.rules.scope import _fields, _members
+
+    bodies = [
+        b'{"model": "gpt-4o", "max_tokens": 7, "stream": true, "messages": [{"role": "user", "content": "hi"}]}',
+        b'{"messages": [1], "messages": [2], "model": "m"}',  # a repeated field admission does not read
+        b'{"model": "gpt-4o", "contents": [{"role": "model", "parts": []}]}',  # "model" twice: the walk
+        b'{"model": "caf\\u00e9", "max_completion_tokens": 3}',  # an escape: the walk
+        b' \n{ "model" :"gpt-4o" , "max_tokens": 7 }\r\n',
+        b"{}",
+    ]
+    for body in bodies:
+        assert _fields(body) == _members(body.decode()), body
+    assert read_body_fields(reader(bodies[1])).model == "m"
+    assert read_body_fields(reader(bodies[3])).model == "café"

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from json.decoder import scanstring
 
+import orjson
+
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "*"})
 MAX_RULES = 100
 MAX_BODY_DEFAULT = 1 << 20  # bytes of a JSON body read to find its model
@@ -135,10 +137,31 @@ _scan = json.JSONDecoder(parse_constant=_no_constant).scan_once
 _space = re.compile(r"[ \t\n\r]*").match  # JSON's whitespace
 
 
+_READ = ("model", "max_tokens", "max_completion_tokens", "stream")  # the fields admission reads
+_QUOTED = tuple(f'"{name}"'.encode() for name in _READ)
+# Past this size the byte scans that make orjson's parse safe cost more than it saves over the
+# walk (timeit on this machine: 5 against 16 µs at 100 B, 17 against 21 at 1 KB, 240 against 146 at 32 KB).
+_FAST_BODY = 4096
+
+
+def _fields(body: bytes) -> dict[str, object]:
+    """The body's top-level members: orjson's parse (strict JSON, NaN and Infinity refused) when it
+    is small and plainly one object in which none of the fields read can be repeated (no `\\u` escape, each
+    field's name at most once in the bytes); otherwise, and for every error's message, `_members`."""
+    if len(body) <= _FAST_BODY and b"\\u" not in body and all(body.count(name) <= 1 for name in _QUOTED):
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            data = None
+        if isinstance(data, dict):
+            return data
+    return _members(body.decode("utf-8"))
+
+
 def _members(text: str) -> dict[str, object]:
     """The top-level object's members, every value parsed whole (so the body is checked to be one
-    valid JSON object, NaN and Infinity refused at any depth). A repeated top-level key raises
-    BodyUnreadable; anything that is not a JSON object raises ValueError."""
+    valid JSON object, NaN and Infinity refused at any depth). A repeated top-level field that
+    admission reads raises BodyUnreadable; anything that is not a JSON object raises ValueError."""
     members: dict[str, object] = {}
     i = _space(text, 0).end()
     if text[i : i + 1] != "{":
@@ -159,7 +182,7 @@ def _members(text: str) -> dict[str, object]:
                 value, i = _scan(text, _space(text, i + 1).end())
             except StopIteration:
                 raise ValueError("expected a value") from None
-            if key in members:
+            if key in members and key in _READ:
                 raise BodyUnreadable("the JSON body repeats a key, so which value the provider reads is unclear")
             members[key] = value
             i = _space(text, i).end()
@@ -191,7 +214,7 @@ def read_body_fields(read: Callable[[int], bytes], limit: int = MAX_BODY_DEFAULT
         raise BodyTooLarge(f"the request body is over {limit} bytes, so its model cannot be checked")
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     try:
-        data = _members(body.decode("utf-8"))
+        data = _fields(body)
     except (UnicodeDecodeError, ValueError, RecursionError, MemoryError) as exc:
         if isinstance(exc, BodyUnreadable):
             raise
