@@ -231,3 +231,71 @@ def test_a_write_lock_held_elsewhere_is_waited_for_without_stopping_the_worker(t
     assert int(ticks) >= 100, ticks  # the loop kept running while it waited (SQLite's own sleep stops it)
     answer, waited, _ = run(0.1)
     assert answer == "CounterStoreUnavailable" and float(waited) < 0.28, (answer, waited)
+
+
+def _steps(conn, action) -> int:
+    """SQLite virtual-machine steps (in 100s) that `action` costs on `conn`: a count, not a time."""
+    steps = [0]
+
+    def tick() -> int:
+        steps[0] += 1
+        return 0
+
+    conn.set_progress_handler(tick, 100)
+    try:
+        action()
+    finally:
+        conn.set_progress_handler(None, 100)
+    return steps[0]
+
+
+def test_an_embedded_window_check_reads_its_size_not_its_entries(tmp_path):
+    """A full window of 20,000 entries costs a take no more than one of 20 (the size is kept
+    beside the entries), and the kept size stays the entries' count through takes, the
+    library's own hits, expiry, a refusal and the sweep."""
+    store = SQLiteCounters(str(tmp_path / "counters.sqlite"))
+    conn = store.storage._connect()
+    day = RateLimitItemPerDay(100_000)
+    small, big = day.key_for("small"), day.key_for("big")
+    for key, n in ((small, 20), (big, 20_000)):
+        store.take([(key, 100_000, 86400)], [], [])  # the row of its size
+        with store.storage.transaction() as (tx, now):
+            store.storage.add_entries(tx, [(key, now, now + 86400)] * (n - 1), sizes := {})
+            store.storage.resize(tx, sizes)
+    costs = {key: _steps(conn, lambda k=key: store.take([(k, 100_000, 86400)], [], [])) for key in (small, big)}
+    assert costs[big] <= costs[small] + 2, costs  # with COUNT(*) over the entries: 1,000 times as many
+
+    def sizes_match() -> None:
+        counted = dict(conn.execute("SELECT key, COUNT(*) FROM entries GROUP BY key").fetchall())
+        kept = dict(conn.execute("SELECT key, size FROM window_sizes WHERE size > 0").fetchall())
+        assert kept == counted
+
+    sizes_match()
+    second, key = RateLimitItemPerSecond(3), "rate:token:churn"
+    window = second.key_for(key)
+    assert [store.take([(window, 3, 1)], [], []) is None for _ in range(4)] == [True, True, True, False]
+    assert store.hit(second, key) is False  # the library's own check reads the same size
+    sizes_match()
+    time.sleep(1.05)  # the three entries expire: the next take deletes them and counts one
+    assert store.hit(second, key) and store.take([(window, 3, 1)], [], []) is None
+    assert store.window(second, key).remaining == 1
+    sizes_match()
+    time.sleep(1.05)
+    with store.storage.transaction() as (tx, now):
+        store.storage._sweep(tx, now)  # every expired entry, of every window, at once
+    sizes_match()
+    assert conn.execute("SELECT size FROM window_sizes WHERE key = ?", (window,)).fetchone() is None
+
+
+def test_an_embedded_file_of_before_gets_its_window_sizes_counted_once(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "counters.sqlite"
+    old = sqlite3.connect(path, isolation_level=None)
+    old.execute("CREATE TABLE entries (key TEXT NOT NULL, at REAL NOT NULL, expires_at REAL NOT NULL)")
+    now = time.time()
+    old.executemany("INSERT INTO entries VALUES (?, ?, ?)", [("k", now, now + 60)] * 4)
+    old.close()
+    store = SQLiteCounters(str(path))
+    assert store.take([("k", 5, 60)], [], []) is None  # the fifth of five
+    assert store.take([("k", 5, 60)], [], []) == (0, now)  # refused: the four of before were counted

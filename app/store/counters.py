@@ -154,7 +154,8 @@ class CounterStore:
                 raise
             return
         self._requeue(adjustments)
-        self._wake.set()
+        if not self._wake.is_set():  # set() takes a lock and notifies: once per flush is enough
+            self._wake.set()
         if self._flusher_pid != os.getpid():  # the first deferred settle of this process (or after a fork)
             self._start_flusher()
 
@@ -472,35 +473,50 @@ class SQLiteCounters(CounterStore):
         self, windows: list[Window], leases: list[Lease], budgets: list[Budget], due: list[Adjustment]
     ) -> tuple[int, float] | None:
         with self.storage.transaction() as (conn, now):
-            execute = conn.execute
+            storage = self.storage
             for key, delta, ttl in due:  # earlier calls' settlements, whatever the checks answer
-                self.storage.put(conn, key, self.storage.counter(conn, key, now) + delta, now + ttl)
-            for index, (key, limit, expiry) in enumerate(windows):  # the checks of SQLiteStorage.acquire_entry
-                execute("DELETE FROM entries WHERE key = ? AND at <= ?", (key, now - expiry))
-                taken, oldest = execute("SELECT COUNT(*), MIN(at) FROM entries WHERE key = ?", (key,)).fetchone()
-                if taken >= limit:
-                    return index, oldest
-            base = len(windows)
-            for index, (key, _, limit, _) in enumerate(leases, base):
-                execute("DELETE FROM leases WHERE key = ? AND expires_at <= ?", (key, now))
-                if execute("SELECT COUNT(*) FROM leases WHERE key = ?", (key,)).fetchone()[0] >= limit:
-                    return index, 0.0
-            base += len(leases)
-            used = []
-            for index, (key, amount, limit, _) in enumerate(budgets, base):
-                value = self.storage.counter(conn, key, now)
-                if value >= limit or value + amount > limit:
-                    return index, float(value)
-                used.append(value)
-            if windows:
-                conn.executemany("INSERT INTO entries VALUES (?, ?, ?)", [(k, now, now + e) for k, _, e in windows])
-            if leases:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", [(k, le, now + ttl) for k, le, _, ttl in leases]
-                )
-            for (key, amount, _, ttl), value in zip(budgets, used, strict=True):
-                self.storage.put(conn, key, value + amount, now + ttl)
-            return None
+                storage.put(conn, key, storage.counter(conn, key, now) + delta, now + ttl)
+            sizes: dict[str, int] = {}  # the windows' size changes, written whatever the answer
+            try:
+                return self._check_and_take(conn, now, windows, leases, budgets, sizes)
+            finally:
+                storage.resize(conn, sizes)
+
+    def _check_and_take(
+        self,
+        conn: sqlite3.Connection,
+        now: float,
+        windows: list[Window],
+        leases: list[Lease],
+        budgets: list[Budget],
+        sizes: dict[str, int],
+    ) -> tuple[int, float] | None:
+        """`_take`'s checks then writes, in its transaction: every check first, so a refusal writes nothing."""
+        execute, storage = conn.execute, self.storage
+        for index, (key, limit, expiry) in enumerate(windows):  # the checks of SQLiteStorage.acquire_entry
+            if storage.window_size(conn, key, now - expiry, sizes) >= limit:
+                return index, storage.oldest(conn, key)
+        base = len(windows)
+        for index, (key, _, limit, _) in enumerate(leases, base):
+            execute("DELETE FROM leases WHERE key = ? AND expires_at <= ?", (key, now))
+            if execute("SELECT COUNT(*) FROM leases WHERE key = ?", (key,)).fetchone()[0] >= limit:
+                return index, 0.0
+        base += len(leases)
+        used = []
+        for index, (key, amount, limit, _) in enumerate(budgets, base):
+            value = self.storage.counter(conn, key, now)
+            if value >= limit or value + amount > limit:
+                return index, float(value)
+            used.append(value)
+        if windows:
+            storage.add_entries(conn, [(k, now, now + e) for k, _, e in windows], sizes)
+        if leases:
+            conn.executemany(
+                "INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", [(k, le, now + ttl) for k, le, _, ttl in leases]
+            )
+        for (key, amount, _, ttl), value in zip(budgets, used, strict=True):
+            self.storage.put(conn, key, value + amount, now + ttl)
+        return None
 
     def _reserve(self, key: str, amount: int, limit: int, ttl: int) -> tuple[bool, int]:
         with self.storage.transaction() as (conn, now):
