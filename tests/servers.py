@@ -1,6 +1,7 @@
 """Real network servers for the data-plane tests.
 
-- `LiveServer`: a Flask app served by werkzeug in a thread (what the official SDKs need).
+- `LiveServer`: a Flask app served by werkzeug in a thread (what the official SDKs need), its
+  answers always closed (PEP 3333), which werkzeug's own handler can skip.
 - `Gunicorn`: the served configuration itself (gunicorn.conf.py, gevent workers) as a subprocess.
 - `Listener`: a TCP port that counts every connection made to it ("nothing went there").
 - `TlsUpstream`: an HTTPS server with a self-signed certificate for 127.0.0.1.
@@ -27,7 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from tools.procs import free_port, stop
 
@@ -49,11 +50,52 @@ class _Served:
         self._thread.join(timeout=5)
 
 
+_ANSWER = "tests.live.answer"  # environ key: the app's answer, as `_ClosedOnce`
+
+
+class _ClosedOnce:
+    """The app's answer (its WSGI iterable), whose close() runs once however often it is called."""
+
+    def __init__(self, body) -> None:
+        self._body, self._closed = body, False
+
+    def __iter__(self):
+        return iter(self._body)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+
+
+class _ClosingHandler(WSGIRequestHandler):
+    """werkzeug's handler, and the answer closed after it whatever happened (PEP 3333: the server
+    must call close(); a proxied call is settled there). werkzeug's own skips it when the client
+    resets the connection at the end of a chunked answer: after the last chunk it drains the
+    socket for 10 ms, and that read raises ECONNRESET before its close(). The openai SDK stops
+    reading at `data: [DONE]` and closes its connection: if the final `0\r\n\r\n` is in by then,
+    unread, the close is a reset, and the streamed call was never settled (no usage record)."""
+
+    def run_wsgi(self) -> None:
+        try:
+            super().run_wsgi()
+        finally:
+            answer = getattr(self, "environ", {}).get(_ANSWER)
+            if answer is not None:
+                answer.close()
+
+
 class LiveServer(_Served):
-    """The Flask app over real HTTP (werkzeug's threaded server)."""
+    """The Flask app over real HTTP (werkzeug's threaded server), each answer closed once."""
 
     def __init__(self, app):
-        server = make_server("127.0.0.1", 0, app, threaded=True)
+        def closed_once(environ, start_response):
+            answer = environ[_ANSWER] = _ClosedOnce(app(environ, start_response))
+            return answer
+
+        server = make_server("127.0.0.1", 0, closed_once, threaded=True, request_handler=_ClosingHandler)
         self._serve(server, f"http://127.0.0.1:{server.server_port}")
 
 
