@@ -177,34 +177,39 @@ import sqlite3, sys, time
 import gevent
 from app.store.counters import SQLiteCounters
 
-store = SQLiteCounters(sys.argv[1], busy_timeout=float(sys.argv[2]))
-store.ping()  # connected, schema made
-holder = sqlite3.connect(sys.argv[1], isolation_level=None)  # another connection: SQLite locks it out too
-holder.execute("BEGIN IMMEDIATE")
-ticks = []
+def trial(path, busy_timeout):
+    store = SQLiteCounters(path, busy_timeout=busy_timeout)
+    store.ping()  # connected, schema made
+    holder = sqlite3.connect(path, isolation_level=None)  # another connection: SQLite locks it out too
+    holder.execute("BEGIN IMMEDIATE")
+    ticks = []
 
-def tick():  # the worker's other requests: each needs the loop for a moment every millisecond
-    while len(ticks) < 1000:
-        ticks.append(time.monotonic())
-        gevent.sleep(0.001)
+    def tick():  # the worker's other requests: each needs the loop for a moment every millisecond
+        while len(ticks) < 1000:
+            ticks.append(time.monotonic())
+            gevent.sleep(0.001)
 
-def release():
-    gevent.sleep(0.3)
-    holder.execute("COMMIT")
+    def release():
+        gevent.sleep(0.3)
+        holder.execute("COMMIT")
 
-def take():
-    started = time.monotonic()
-    try:
-        answer = store.take([("held-lock", 5, 60)], [], [])
-    except Exception as exc:
-        return type(exc).__name__, time.monotonic() - started
-    return repr(answer), time.monotonic() - started
+    def take():
+        started = time.monotonic()
+        try:
+            answer = store.take([("held-lock", 5, 60)], [], [])
+        except Exception as exc:
+            return type(exc).__name__, time.monotonic() - started
+        return repr(answer), time.monotonic() - started
 
-ticker, releaser, taker = gevent.spawn(tick), gevent.spawn(release), gevent.spawn(take)
-taker.join()
-waited_ticks = sum(1 for t in ticks if t < ticks[0] + 0.29)
-print(taker.value[0], round(taker.value[1], 2), waited_ticks)
-ticker.kill(); releaser.kill()
+    ticker, releaser, taker = gevent.spawn(tick), gevent.spawn(release), gevent.spawn(take)
+    taker.join()
+    releaser.join()
+    ticker.kill()
+    waited_ticks = sum(1 for t in ticks if t < ticks[0] + 0.29)
+    print(taker.value[0], round(taker.value[1], 2), waited_ticks)
+
+for n, busy_timeout in enumerate(sys.argv[2:]):
+    trial(f"{sys.argv[1]}-{n}", float(busy_timeout))
 """
 
 
@@ -215,22 +220,18 @@ def test_a_write_lock_held_elsewhere_is_waited_for_without_stopping_the_worker(t
     import subprocess
     import sys
 
-    def run(busy_timeout: float) -> list[str]:
-        result = subprocess.run(
-            [sys.executable, "-c", _HELD_LOCK, str(tmp_path / f"counters-{busy_timeout}.sqlite"), str(busy_timeout)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr[-2000:]
-        return result.stdout.split()
-
-    answer, waited, ticks = run(5.0)
+    result = subprocess.run(
+        [sys.executable, "-c", _HELD_LOCK, str(tmp_path / "counters.sqlite"), "5.0", "0.1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (answer, waited, ticks), (late, gave_up_after, _) = (line.split() for line in result.stdout.splitlines())
     assert answer == "None" and 0.28 <= float(waited) < 2, (answer, waited)  # taken once released
     assert int(ticks) >= 100, ticks  # the loop kept running while it waited (SQLite's own sleep stops it)
-    answer, waited, _ = run(0.1)
-    assert answer == "CounterStoreUnavailable" and float(waited) < 0.28, (answer, waited)
+    assert late == "CounterStoreUnavailable" and float(gave_up_after) < 0.28, (late, gave_up_after)
 
 
 def _steps(conn, action) -> int:
