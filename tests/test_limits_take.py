@@ -300,3 +300,25 @@ def test_an_embedded_file_of_before_gets_its_window_sizes_counted_once(tmp_path)
     store = SQLiteCounters(str(path))
     assert store.take([("k", 5, 60)], [], []) is None  # the fifth of five
     assert store.take([("k", 5, 60)], [], []) == (0, now)  # refused: the four of before were counted
+
+
+def test_corrections_of_a_take_that_timed_out_are_not_sent_again(disposable_redis):
+    """A take whose reply never came may still have run, its corrections with it: they are dropped
+    (the reservation stands), never sent twice (which would give the spend back twice)."""
+    store, who = RedisCounters(disposable_redis.url), subjects()
+    engine, policy = Limits(store), Policy(token=LimitSet(tokens_per_day=1000))
+    first = engine.admit(who, policy, Estimate(100))
+    key, _, _, ttl = first.reservations[0]
+    assert engine.settle(first, actual_tokens=30)  # -70, due with the next take
+    admin = redis.Redis.from_url(disposable_redis.url)
+    admin.client_pause(1500)  # the next take is held past the store's 0.5 s timeout, then runs
+    assert engine.admit(who, policy, Estimate(10)).refusal.code == "limits_unavailable"
+    assert store._claim() == []  # dropped, not put back
+    time.sleep(1.2)
+    # Whether the held script ran is the server's business (Redis drops a paused command whose
+    # client hung up): applied once (100 - 70 + 10) or not at all (the reservation stands).
+    after = int(admin.get(f"jetpero:{key}"))
+    assert after in (40, 100), after
+    store.flush()
+    assert int(admin.get(f"jetpero:{key}")) == after  # never a second time
+    admin.close()

@@ -120,8 +120,8 @@ class CounterStore:
         due = self._claim()
         try:
             return self._take(windows, leases, budgets, due)
-        except BaseException:
-            self._requeue(due)
+        except BaseException as exc:
+            self._requeue_unless_sent(due, exc)
             raise
 
     @_guarded
@@ -149,8 +149,8 @@ class CounterStore:
             due = self._claim()
             try:
                 self._settle(leases, due + adjustments)
-            except BaseException:
-                self._requeue(due)
+            except BaseException as exc:
+                self._requeue_unless_sent(due, exc)
                 raise
             return
         self._requeue(adjustments)
@@ -168,8 +168,8 @@ class CounterStore:
         if due := self._claim():
             try:
                 self._settle([], due)
-            except BaseException:
-                self._requeue(due)
+            except BaseException as exc:
+                self._requeue_unless_sent(due, exc)
                 raise
 
     def _claim(self) -> list[Adjustment]:
@@ -178,6 +178,23 @@ class CounterStore:
         with self._due_lock:
             due, self._due = self._due, {}
         return [(key, delta, ttl) for key, (delta, ttl) in due.items() if delta]
+
+    def _requeue_unless_sent(self, adjustments: list[Adjustment], exc: BaseException) -> None:
+        """Put back corrections whose round trip failed, unless it may have been applied (a
+        correction applied twice would hand the spend back twice; one lost leaves its reservation)."""
+        if not self._maybe_applied(exc):
+            self._requeue(adjustments)
+        elif adjustments:
+            log.warning(
+                "counter store: %d budget corrections dropped (%s): they may have been applied",
+                len(adjustments),
+                type(exc).__name__,
+            )
+
+    @staticmethod
+    def _maybe_applied(exc: BaseException) -> bool:
+        """Whether a failed round trip may still have been carried out by the store."""
+        return False
 
     def _requeue(self, adjustments: list[Adjustment]) -> None:
         """Merge corrections into those due (per key: deltas add up, the longest ttl wins)."""
@@ -413,6 +430,12 @@ class RedisCounters(CounterStore):
 
     def _key(self, key: str) -> str:
         return f"{self.PREFIX}:{key}"
+
+    @staticmethod
+    def _maybe_applied(exc: BaseException) -> bool:
+        # A timeout waits for a reply to what was sent: the script may have run. (A SQLite error
+        # rolls its transaction back, so the embedded store's failures are never ambiguous.)
+        return isinstance(exc, redis.TimeoutError)
 
     def _take(
         self, windows: list[Window], leases: list[Lease], budgets: list[Budget], due: list[Adjustment]
