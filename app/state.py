@@ -158,8 +158,7 @@ class Worker:
         self.readiness: tuple[float, dict] | None = None  # (when, body) of the last /readyz check
         self._seq: int | None = None
         self._last_sync = self._last_try = float("-inf")
-        self._sync_lock = threading.Lock()
-        self._feed_lock = threading.Lock()  # one reader of the feed at a time: events apply once, in order
+        self._sync_lock = threading.RLock()  # one reader of the feed at a time: events apply once, in order
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -168,7 +167,7 @@ class Worker:
         return time.monotonic() - self._last_sync <= self.stale_after
 
     def sync_once(self) -> None:
-        with self._feed_lock:
+        with self._sync_lock:
             seq, events = changes.read(self.vault)
             if self._seq is not None and seq > self._seq:
                 oldest = events[0]["seq"] if events else seq + 1

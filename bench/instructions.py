@@ -95,9 +95,9 @@ def child(target: str, requests: int, settings_file: str) -> None:
     # Likewise a budget correction rides with the next take when that comes within the counter
     # store's SETTLE_DELAY (50 ms), as it does at any real rate; under valgrind a call takes
     # about that long, so the delay is lifted for the count.
-    from app.store import counters
+    from app.store import corrections
 
-    counters.SETTLE_DELAY = 86400
+    corrections.SETTLE_DELAY = 86400
     for _ in range(requests):
         response = client.post(path, data=BODY, headers=headers, content_type="application/json")
         response.get_data()

@@ -38,7 +38,8 @@ def _no_engine() -> str | None:
     return None if result.returncode == 0 else "no Docker engine (`docker info` failed)"
 
 
-pytestmark = pytest.mark.skipif(bool(_no_engine()), reason=_no_engine() or "")
+_NO_ENGINE = _no_engine()
+pytestmark = pytest.mark.skipif(bool(_NO_ENGINE), reason=_NO_ENGINE or "")
 
 
 @pytest.fixture(scope="session")

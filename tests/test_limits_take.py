@@ -8,6 +8,9 @@ records its statements. Both against the real store.
 from __future__ import annotations
 
 import math
+import sqlite3
+import subprocess
+import sys
 import time
 import uuid
 
@@ -153,7 +156,7 @@ def test_closed_connections_are_replaced_a_flushed_script_resent_and_a_dead_serv
     with pytest.raises(CounterStoreUnavailable):
         store.flush()
     key, _, reserved, ttl = second.reservations[0]
-    assert store._claim() == [(key, 3 - reserved, ttl)]  # kept for the store's return, not lost
+    assert store.corrections.claim() == [(key, 3 - reserved, ttl)]  # kept for the store's return, not lost
 
 
 def test_a_correction_with_no_take_after_it_is_sent_within_the_settle_delay(store):
@@ -217,9 +220,6 @@ def test_a_write_lock_held_elsewhere_is_waited_for_without_stopping_the_worker(t
     """Under gevent, while another connection (a worker process) holds the embedded store's write
     lock, a call waits for it without blocking the worker's other greenlets, takes once the lock is
     released, and after `busy_timeout` is unavailable instead of waiting on."""
-    import subprocess
-    import sys
-
     result = subprocess.run(
         [sys.executable, "-c", _HELD_LOCK, str(tmp_path / "counters.sqlite"), "5.0", "0.1"],
         capture_output=True,
@@ -289,8 +289,6 @@ def test_an_embedded_window_check_reads_its_size_not_its_entries(tmp_path):
 
 
 def test_an_embedded_file_of_before_gets_its_window_sizes_counted_once(tmp_path):
-    import sqlite3
-
     path = tmp_path / "counters.sqlite"
     old = sqlite3.connect(path, isolation_level=None)
     old.execute("CREATE TABLE entries (key TEXT NOT NULL, at REAL NOT NULL, expires_at REAL NOT NULL)")
@@ -313,7 +311,7 @@ def test_corrections_of_a_take_that_timed_out_are_not_sent_again(disposable_redi
     admin = redis.Redis.from_url(disposable_redis.url)
     admin.client_pause(1500)  # the next take is held past the store's 0.5 s timeout, then runs
     assert engine.admit(who, policy, Estimate(10)).refusal.code == "limits_unavailable"
-    assert store._claim() == []  # dropped, not put back
+    assert store.corrections.claim() == []  # dropped, not put back
     time.sleep(1.2)
     # Whether the held script ran is the server's business (Redis drops a paused command whose
     # client hung up): applied once (100 - 70 + 10) or not at all (the reservation stands).

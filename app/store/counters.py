@@ -15,12 +15,9 @@ call, a round trip each, and cannot be undone inside a script of ours (a later r
 cost an undo round trip per window taken).
 
 Settle gives stream leases back at once (one Redis pipeline or one transaction: a slot must be
-free for the next stream), but a budget correction alone (the reservation set to the real
-spend) waits, merged per key, for the process's next `take`, which applies it first, in its
-own round trip; with no `take` for `SETTLE_DELAY` seconds a background flush sends it. So a
-limited call costs one round trip, not two, and no budget is ever passed: the reservation
-stands until its correction lands, which can only be late by `SETTLE_DELAY` (or lost with a
-killed process: the reservation then stands, as for a failed settle). Two stores, one
+free for the next stream); a budget correction alone rides with the process's next `take`
+(`corrections.py`), so a limited call costs one round trip, not two, and no budget is ever
+passed: the reservation stands until its correction lands. Two stores, one
 interface:
 
 - `RedisCounters` (`JETPERO_REDIS_URL`): exact across every worker of every node.
@@ -35,11 +32,8 @@ policy (`JETPERO_LIMITS_ON_STORE_DOWN`).
 
 from __future__ import annotations
 
-import atexit
-import logging
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from functools import wraps
@@ -54,16 +48,14 @@ from limits.util import WindowStats
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from .corrections import Adjustment, Corrections
 from .sqlite_storage import SQLiteStorage
 
-log = logging.getLogger("jetpero.limits")
 T = TypeVar("T")
-SETTLE_DELAY = 0.05  # seconds a budget correction may wait for the next take before it is sent alone
-MAX_DUE = 100_000  # corrections kept while the store is down; past it the oldest are dropped (they stand)
+STORE_ERRORS = (StorageError, redis.RedisError, sqlite3.Error, OSError)  # what a store call raises when it fails
 Window = tuple[str, int, int]  # (the `limits` key: item.key_for(key), limit, expiry s): one entry each
 Lease = tuple[str, str, int, float]  # (key, lease id, limit, ttl s)
 Budget = tuple[str, int, int, int]  # (key, amount, limit, ttl s)
-Adjustment = tuple[str, int, int]  # (key, delta, ttl s)
 
 
 class CounterStoreUnavailable(RuntimeError):
@@ -77,7 +69,7 @@ def _guarded(method: Callable[..., T]) -> Callable[..., T]:
     def inner(self: Any, *args: Any, **kwargs: Any) -> T:
         try:
             return method(self, *args, **kwargs)
-        except (StorageError, redis.RedisError, sqlite3.Error, OSError) as exc:
+        except STORE_ERRORS as exc:
             raise CounterStoreUnavailable(
                 f"the {self.NAME} counter store is unavailable: {type(exc).__name__}"
             ) from exc
@@ -93,10 +85,7 @@ class CounterStore:
 
     def __init__(self) -> None:
         self.limiter = MovingWindowRateLimiter(self.storage)
-        self._due: dict[str, list[int]] = {}  # budget corrections waiting for the next take: key -> [delta, ttl]
-        self._due_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._flusher_pid: int | None = None
+        self.corrections = Corrections(lambda due: self._settle([], due), self._maybe_applied, STORE_ERRORS)
 
     @_guarded
     def hit(self, item: RateLimitItem, key: str, cost: int = 1) -> bool:
@@ -117,23 +106,19 @@ class CounterStore:
         time of its oldest entry (the window reopens `expiry` after it), for a budget its value,
         for a lease 0.
         """
-        due = self._claim()
-        try:
+        with self.corrections.carried() as due:
             return self._take(windows, leases, budgets, due)
-        except BaseException as exc:
-            self._requeue_unless_sent(due, exc)
-            raise
 
     @_guarded
     def reserve(self, key: str, amount: int, limit: int, ttl: int) -> tuple[bool, int]:
         """Add `amount` to counter `key` unless it would pass `limit`: (taken, value)."""
-        self._flush_due()
+        self.corrections.flush()
         return self._reserve(key, amount, limit, ttl)
 
     @_guarded
     def adjust(self, key: str, delta: int, ttl: int) -> int:
         """Add `delta` (may be negative) to counter `key`; returns the new value."""
-        self._flush_due()
+        self.corrections.flush()
         return self._adjust(key, delta, ttl)
 
     @_guarded
@@ -145,101 +130,21 @@ class CounterStore:
     def settle(self, leases: list[tuple[str, str]], adjustments: list[Adjustment]) -> None:
         """Drop each (key, lease) (lapsed ones too) and add each (key, delta, ttl): with leases in one
         round trip now (carrying every correction due); corrections alone with the next take."""
-        if leases:
-            due = self._claim()
-            try:
-                self._settle(leases, due + adjustments)
-            except BaseException as exc:
-                self._requeue_unless_sent(due, exc)
-                raise
+        if not leases:
+            self.corrections.add(adjustments)
             return
-        self._requeue(adjustments)
-        if not self._wake.is_set():  # set() takes a lock and notifies: once per flush is enough
-            self._wake.set()
-        if self._flusher_pid != os.getpid():  # the first deferred settle of this process (or after a fork)
-            self._start_flusher()
+        with self.corrections.carried() as due:
+            self._settle(leases, due + adjustments)
 
     @_guarded
     def flush(self) -> None:
         """Send every correction still due now (at exit; tests)."""
-        self._flush_due()
-
-    def _flush_due(self) -> None:
-        if due := self._claim():
-            try:
-                self._settle([], due)
-            except BaseException as exc:
-                self._requeue_unless_sent(due, exc)
-                raise
-
-    def _claim(self) -> list[Adjustment]:
-        if not self._due:
-            return []
-        with self._due_lock:
-            due, self._due = self._due, {}
-        return [(key, delta, ttl) for key, (delta, ttl) in due.items() if delta]
-
-    def _requeue_unless_sent(self, adjustments: list[Adjustment], exc: BaseException) -> None:
-        """Put back corrections whose round trip failed, unless it may have been applied (a
-        correction applied twice would hand the spend back twice; one lost leaves its reservation)."""
-        if not self._maybe_applied(exc):
-            self._requeue(adjustments)
-        elif adjustments:
-            log.warning(
-                "counter store: %d budget corrections dropped (%s): they may have been applied",
-                len(adjustments),
-                type(exc).__name__,
-            )
+        self.corrections.flush()
 
     @staticmethod
     def _maybe_applied(exc: BaseException) -> bool:
         """Whether a failed round trip may still have been carried out by the store."""
         return False
-
-    def _requeue(self, adjustments: list[Adjustment]) -> None:
-        """Merge corrections into those due (per key: deltas add up, the longest ttl wins)."""
-        if not adjustments:
-            return
-        with self._due_lock:
-            due = self._due
-            for key, delta, ttl in adjustments:
-                if (entry := due.get(key)) is None:
-                    if len(due) >= MAX_DUE:
-                        log.warning("counter store: too many budget corrections due; the oldest is dropped")
-                        del due[next(iter(due))]
-                    due[key] = [delta, ttl]
-                else:
-                    entry[0] += delta
-                    entry[1] = max(entry[1], ttl)
-
-    def _start_flusher(self) -> None:
-        with self._due_lock:
-            if self._flusher_pid == os.getpid():
-                return
-            self._flusher_pid = os.getpid()
-        threading.Thread(target=self._flush_loop, name="counter-settle", daemon=True).start()
-        atexit.register(self._flush_at_exit)
-
-    def _flush_loop(self) -> None:
-        """Wait for a deferred correction, give the next take `SETTLE_DELAY` to carry it, then send what is left."""
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            time.sleep(SETTLE_DELAY)
-            try:
-                self.flush()
-            except CounterStoreUnavailable:
-                log.warning("counter store unavailable at settle: the corrections wait, their reservations stand")
-                time.sleep(1.0)
-                self._wake.set()
-            except Exception as exc:  # noqa: BLE001 - the flusher must survive anything
-                log.error("counter settle flush failed: %s", type(exc).__name__)
-
-    def _flush_at_exit(self) -> None:
-        try:
-            self.flush()
-        except CounterStoreUnavailable:
-            log.warning("counter store unavailable at exit: %d budget corrections not sent", len(self._due))
 
     @_guarded
     def ping(self) -> None:
@@ -527,7 +432,7 @@ class SQLiteCounters(CounterStore):
         base += len(leases)
         used = []
         for index, (key, amount, limit, _) in enumerate(budgets, base):
-            value = self.storage.counter(conn, key, now)
+            value = storage.counter(conn, key, now)
             if value >= limit or value + amount > limit:
                 return index, float(value)
             used.append(value)
@@ -538,7 +443,7 @@ class SQLiteCounters(CounterStore):
                 "INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", [(k, le, now + ttl) for k, le, _, ttl in leases]
             )
         for (key, amount, _, ttl), value in zip(budgets, used, strict=True):
-            self.storage.put(conn, key, value + amount, now + ttl)
+            storage.put(conn, key, value + amount, now + ttl)
         return None
 
     def _reserve(self, key: str, amount: int, limit: int, ttl: int) -> tuple[bool, int]:

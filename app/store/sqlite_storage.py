@@ -1,13 +1,12 @@
 """A `limits` storage over one SQLite file: the embedded counter store's engine.
 
 WAL mode, one `BEGIN IMMEDIATE` write transaction per call: SQLite's file lock makes each call
-atomic across the processes of one node, and a process that dies holds no lock. Moving windows
-keep one row per entry (pruned per key on each hit); fixed counters one row per key.
-
-A moving window keeps one row per entry (as the library's own storages keep one list item per
-entry) and, beside them, its size (`window_sizes`), kept in step by every insert and delete, so a
-check reads one row: counting the rows would cost a walk over every entry of the window on every
-call, under the node-wide lock (100,000 rows for a daily limit of that size).
+atomic across the processes of one node, and a process that dies holds no lock. Fixed counters
+keep one row per key. A moving window keeps one row per entry (pruned per key on each hit), as
+the library's own storages keep one list item per entry, and beside them its size
+(`window_sizes`), kept in step by every insert and delete, so a check reads one row: counting
+the rows would cost a walk over every entry of the window on every call, under the node-wide
+lock (100,000 rows for a daily limit of that size).
 
 A write lock held by another process is waited for here, not in SQLite: SQLite's own busy
 handler sleeps inside the C call (1 ms, then 2, 5, 10 ms...), which under gevent stops every
