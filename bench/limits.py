@@ -30,7 +30,9 @@ from limits import RateLimitItemPerMinute
 
 from app.rules.policy import Estimate, LimitSet, Policy, Subjects
 from app.services.limits import Limits
-from app.store.counters import CounterStore, RedisCounters, SQLiteCounters
+from app.store.counters import CounterStore
+from app.store.redis_counters import RedisCounters
+from app.store.sqlite_counters import SQLiteCounters
 from tests.redis_fixtures import start_redis
 
 KEYS = 100  # hits rotate over this many keys: each holds <= 3n/KEYS entries in its minute, like a busy token

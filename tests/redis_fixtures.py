@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from app.store.counters import RedisCounters, SQLiteCounters
+from app.store.redis_counters import RedisCounters
+from app.store.sqlite_counters import SQLiteCounters
 from tests.helpers import missing
 from tests.servers import free_port
 

@@ -15,7 +15,9 @@ from limits import RateLimitItemPerMinute
 
 from app.rules.policy import Estimate, LimitSet, Policy, Price, Subjects
 from app.services.limits import Limits, refusal_response
-from app.store.counters import CounterStoreUnavailable, RedisCounters, SQLiteCounters
+from app.store.counters import CounterStoreUnavailable
+from app.store.redis_counters import RedisCounters
+from app.store.sqlite_counters import SQLiteCounters
 from tests.helpers import subjects
 from tests.servers import LiveServer
 

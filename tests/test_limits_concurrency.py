@@ -18,7 +18,8 @@ import pytest
 
 from app.rules.policy import Estimate, LimitSet, Policy, Subjects
 from app.services.limits import Limits
-from app.store.counters import RedisCounters, SQLiteCounters
+from app.store.redis_counters import RedisCounters
+from app.store.sqlite_counters import SQLiteCounters
 
 PROCESSES, THREADS = 4, 25
 ROUNDS = {  # name: (the limit that admits 10, the estimate of one request)

@@ -20,7 +20,9 @@ from limits import RateLimitItemPerDay, RateLimitItemPerMinute, RateLimitItemPer
 
 from app.rules.policy import Estimate, LimitSet, Policy
 from app.services.limits import Limits, _key
-from app.store.counters import CounterStoreUnavailable, RedisCounters, SQLiteCounters
+from app.store.counters import CounterStoreUnavailable
+from app.store.redis_counters import RedisCounters
+from app.store.sqlite_counters import SQLiteCounters
 from tests.helpers import subjects
 
 EVERYTHING = Policy(  # every kind of check, at every level: 2 + 1 + 1 windows, 3 leases, 3 budgets
@@ -178,7 +180,7 @@ _HELD_LOCK = """
 from gevent import monkey; monkey.patch_all()
 import sqlite3, sys, time
 import gevent
-from app.store.counters import SQLiteCounters
+from app.store.sqlite_counters import SQLiteCounters
 
 def trial(path, busy_timeout):
     store = SQLiteCounters(path, busy_timeout=busy_timeout)
